@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""The on-board measuring agent. Standalone: stdlib + numpy + one runtime; never imports codesign.
+
+    python3 agent.py JOB_DIR --warmup W --iterations N --threads T [--provider P]
+
+JOB_DIR holds ``job.json`` ({"files": {name: sha256}, "model", "runtime", "provider"}), the
+model and ``inputs.npz`` (input_ids, attention_mask [N, T] int64; lengths [N] int64). Input i
+is fed at batch 1 with its real length. Exactly one JSON object is printed on stdout, also on
+failure ({"ok": false, "error", "error_kind"}), with exit status:
+
+    0 ok, 2 bad job/arguments, 3 a file's sha256 does not match job.json,
+    4 runtime/provider unavailable or model does not load, 5 inference failed.
+
+It is copied to boards running Python 3.8+ (Jetson images, Raspberry Pi OS), so it sticks to
+syntax those accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import threading
+import time
+
+AGENT_VERSION = 1
+CHUNK = 1 << 20
+# qemu-user binaries as installed by Debian: qemu-aarch64(-static) or, via binfmt_misc,
+# /usr/libexec/qemu-binfmt/aarch64-binfmt-P.
+_QEMU_MAPPING = re.compile(r"/qemu[^/\s]*(/|$)")
+_ARM_PARTS = {
+    "0xd03": "ARM Cortex-A53",
+    "0xd04": "ARM Cortex-A35",
+    "0xd05": "ARM Cortex-A55",
+    "0xd07": "ARM Cortex-A57",
+    "0xd08": "ARM Cortex-A72",
+    "0xd0b": "ARM Cortex-A76",
+    "0xd41": "ARM Cortex-A78",
+    "0xd42": "ARM Cortex-A78AE",
+}
+
+
+class AgentError(Exception):
+    def __init__(self, kind: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_job(job_dir: str) -> dict:
+    text = _read(os.path.join(job_dir, "job.json"))
+    if text is None:
+        raise AgentError("bad_job", f"{job_dir}/job.json is missing or unreadable", 2)
+    try:
+        job = json.loads(text)
+    except ValueError as exc:
+        raise AgentError("bad_job", f"{job_dir}/job.json is not JSON: {exc}", 2) from exc
+    for key in ("files", "model", "runtime"):
+        if key not in job:
+            raise AgentError("bad_job", f"{job_dir}/job.json lacks '{key}'", 2)
+    return job
+
+
+def verify_files(job_dir: str, files: dict) -> None:
+    """Every listed file must exist, stay inside JOB_DIR and match its sha256."""
+    root = os.path.realpath(job_dir)
+    for name, expected in sorted(files.items()):
+        path = os.path.realpath(os.path.join(root, name))
+        if not path.startswith(root + os.sep):
+            raise AgentError("bad_job", f"job file '{name}' points outside the job folder", 2)
+        if not os.path.isfile(path):
+            raise AgentError("hash_mismatch", f"job file '{name}' is missing", 3)
+        actual = sha256_file(path)
+        if actual != str(expected).lower():
+            raise AgentError(
+                "hash_mismatch",
+                f"job file '{name}' has sha256 {actual}, job.json says {expected}; "
+                "the upload was corrupted or the file was modified - rebuild the job",
+                3,
+            )
+
+
+def detect_emulation() -> tuple[bool, str]:
+    """Whether this process runs under qemu-user, and how that was found out.
+
+    qemu-user fakes what the guest would normally look at - uname, /proc/cpuinfo (or our
+    launcher bind-mounts a fake one), /proc/self/{maps,auxv,exe,cmdline} - so none of those
+    can tell. It only rewrites the literal ``/proc/self/...`` and ``/proc/<pid>/...`` names,
+    though: ``/proc/self/task/<tid>/maps`` and ``/proc/thread-self/maps`` are the kernel's
+    real view of the process, where the qemu binary itself is mapped. That catches qemu
+    started by us *and* by binfmt_misc. The launcher's ``CODESIGN_EMULATED`` variable is the
+    fallback for kernels or qemu versions that hide those files too.
+    """
+    tid = threading.get_native_id()
+    for path in (f"/proc/self/task/{tid}/maps", "/proc/thread-self/maps"):
+        text = _read(path)
+        if not text:
+            continue
+        for line in text.splitlines():
+            fields = line.split(None, 5)
+            if len(fields) == 6 and _QEMU_MAPPING.search(fields[5].strip()):
+                return True, f"qemu mapped in {path}: {fields[5].strip()}"
+    tag = os.environ.get("CODESIGN_EMULATED")
+    if tag:
+        return True, f"CODESIGN_EMULATED={tag}"
+    return False, "no emulator found"
+
+
+def cpu_model() -> str | None:
+    text = _read("/proc/cpuinfo") or ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    if fields.get("model name"):
+        return fields["model name"]
+    part = fields.get("CPU part", "").lower()
+    if part:
+        return _ARM_PARTS.get(part, f"ARM CPU part {part}")
+    return platform.processor() or None
+
+
+def peak_rss_bytes() -> int:
+    status = _read("/proc/self/status") or ""
+    match = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.MULTILINE)
+    if match:
+        return int(match.group(1)) * 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB on Linux
+
+
+def load_inputs(job_dir: str):
+    import numpy as np
+
+    path = os.path.join(job_dir, "inputs.npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids = np.asarray(data["input_ids"], dtype=np.int64)
+            mask = np.asarray(data["attention_mask"], dtype=np.int64)
+            lengths = np.asarray(data["lengths"], dtype=np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise AgentError("bad_job", f"{path}: {exc}", 2) from exc
+    if ids.ndim != 2 or mask.shape != ids.shape or lengths.shape != (ids.shape[0],):
+        raise AgentError("bad_job", f"{path}: shapes {ids.shape}/{mask.shape}/{lengths.shape}", 2)
+    if ids.shape[0] == 0 or lengths.min() < 1 or lengths.max() > ids.shape[1]:
+        raise AgentError("bad_job", f"{path}: lengths must lie in 1..{ids.shape[1]}", 2)
+    return [
+        (np.ascontiguousarray(ids[i : i + 1, :n]), np.ascontiguousarray(mask[i : i + 1, :n]))
+        for i, n in enumerate(int(v) for v in lengths)
+    ]
+
+
+_ORT_PROVIDERS = {
+    "CPU": ["CPUExecutionProvider"],
+    "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "TensorRT": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_SHORT = {
+    "CPUExecutionProvider": "CPU",
+    "CUDAExecutionProvider": "CUDA",
+    "TensorrtExecutionProvider": "TensorRT",
+}
+
+
+class OrtRunner:
+    def __init__(self, model: str, provider: str, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise AgentError("runtime_missing", f"onnxruntime is not installed: {exc}", 4) from exc
+        available = ort.get_available_providers()
+        if provider == "auto":
+            # Jetson: the GPU when its provider exists, the CPU otherwise; reported below.
+            wanted = next(
+                (
+                    _ORT_PROVIDERS[p]
+                    for p in ("TensorRT", "CUDA")
+                    if _ORT_PROVIDERS[p][0] in available
+                ),
+                _ORT_PROVIDERS["CPU"],
+            )
+        elif provider in _ORT_PROVIDERS:
+            wanted = _ORT_PROVIDERS[provider]
+            if wanted[0] not in available:
+                raise AgentError(
+                    "provider_missing",
+                    f"provider {provider} ({wanted[0]}) is not available in onnxruntime "
+                    f"{ort.__version__}; available: {', '.join(available)}",
+                    4,
+                )
+        else:
+            raise AgentError("bad_job", f"unknown provider '{provider}'", 2)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=options, providers=[p for p in wanted if p in available]
+            )
+        except Exception as exc:  # onnxruntime raises its own unexported exception classes
+            raise AgentError("model_load", f"onnxruntime could not load {model}: {exc}", 4) from exc
+        names = [i.name for i in self.session.get_inputs()]
+        if not {"input_ids", "attention_mask"} <= set(names):
+            raise AgentError(
+                "bad_job", f"model inputs are {names}; need input_ids, attention_mask", 2
+            )
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output = "probs" if "probs" in outputs else outputs[0]
+        used = self.session.get_providers()[0]
+        self.info = {
+            "name": "onnxruntime",
+            "version": ort.__version__,
+            "provider": _SHORT.get(used, used),
+        }
+
+    def __call__(self, ids, mask):
+        return self.session.run([self.output], {"input_ids": ids, "attention_mask": mask})[0]
+
+
+class TfliteRunner:
+    def __init__(self, model: str, provider: str, threads: int) -> None:
+        interpreter_cls, name, version = self._import()
+        if provider not in ("CPU", "auto"):
+            raise AgentError(
+                "provider_missing", f"tflite runs on CPU only; job asks for {provider}", 4
+            )
+        try:
+            self.interp = interpreter_cls(model_path=model, num_threads=threads)
+        except (ValueError, RuntimeError) as exc:
+            raise AgentError("model_load", f"{name} could not load {model}: {exc}", 4) from exc
+        self.inputs = {}
+        for detail in self.interp.get_input_details():
+            for key in ("input_ids", "attention_mask"):
+                if key in detail["name"]:
+                    self.inputs[key] = detail
+        if len(self.inputs) != 2:
+            names = [d["name"] for d in self.interp.get_input_details()]
+            raise AgentError(
+                "bad_job", f"model inputs are {names}; need input_ids, attention_mask", 2
+            )
+        outputs = self.interp.get_output_details()
+        self.output = next((o for o in outputs if "probs" in o["name"]), outputs[0])
+        self.shape = None
+        self.info = {"name": "tflite", "version": version, "provider": "CPU"}
+
+    @staticmethod
+    def _import():
+        from importlib.metadata import PackageNotFoundError, version
+
+        for module, dist in (
+            ("ai_edge_litert.interpreter", "ai-edge-litert"),
+            ("tflite_runtime.interpreter", "tflite-runtime"),
+        ):
+            try:
+                mod = __import__(module, fromlist=["Interpreter"])
+            except ImportError:
+                continue
+            try:
+                ver = version(dist)
+            except PackageNotFoundError:
+                ver = ""
+            return mod.Interpreter, dist, ver
+        raise AgentError(
+            "runtime_missing", "neither ai-edge-litert nor tflite-runtime is installed", 4
+        )
+
+    def __call__(self, ids, mask):
+        if self.shape != ids.shape:  # resize only when the real length changes
+            for key, arr in (("input_ids", ids), ("attention_mask", mask)):
+                self.interp.resize_tensor_input(self.inputs[key]["index"], list(arr.shape))
+            self.interp.allocate_tensors()
+            self.shape = ids.shape
+        for key, arr in (("input_ids", ids), ("attention_mask", mask)):
+            self.interp.set_tensor(self.inputs[key]["index"], arr.astype(self.inputs[key]["dtype"]))
+        self.interp.invoke()
+        return self.interp.get_tensor(self.output["index"])
+
+
+def measure(args: argparse.Namespace) -> dict:
+    job = load_job(args.job_dir)
+    if not isinstance(job["files"], dict) or job["model"] not in job["files"]:
+        raise AgentError("bad_job", "job.json 'files' must be a table listing the model", 2)
+    verify_files(args.job_dir, job["files"])
+    provider = args.provider or job.get("provider") or "CPU"
+    inputs = load_inputs(args.job_dir)
+    runners = {"onnxruntime": OrtRunner, "tflite": TfliteRunner}
+    if job["runtime"] not in runners:
+        raise AgentError("bad_job", f"unknown runtime '{job['runtime']}'", 2)
+    model = os.path.join(args.job_dir, job["model"])
+    t0 = time.perf_counter()
+    runner = runners[job["runtime"]](model, provider, args.threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    try:
+        outputs = [runner(ids, mask)[0].astype("float32").tolist() for ids, mask in inputs]
+        for i in range(args.warmup):
+            runner(*inputs[i % len(inputs)])
+        samples = []
+        for i in range(args.iterations):
+            ids, mask = inputs[i % len(inputs)]
+            start = time.perf_counter_ns()
+            runner(ids, mask)
+            samples.append((time.perf_counter_ns() - start) / 1e6)
+    except AgentError:
+        raise
+    except Exception as exc:  # a runtime's own error types; reported, never swallowed
+        raise AgentError("inference", f"inference failed: {type(exc).__name__}: {exc}", 5) from exc
+    emulated, how = detect_emulation()
+    governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return {
+        "agent_version": AGENT_VERSION,
+        "ok": True,
+        "runtime": runner.info,
+        "load_ms": load_ms,
+        "warmup": args.warmup,
+        "iterations": args.iterations,
+        "threads": args.threads,
+        "latency_ms_samples": samples,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "outputs": outputs,
+        "cpu_model": cpu_model(),
+        "governor": governor.strip() if governor else None,
+        "machine": platform.machine(),
+        "emulated": emulated,
+        "emulation_evidence": how,
+        "python": platform.python_version(),
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="codesign on-board measuring agent")
+    parser.add_argument("job_dir")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--provider", choices=["CPU", "CUDA", "TensorRT", "auto"], default=None)
+    args = parser.parse_args(argv)
+    if args.warmup < 0 or args.iterations < 1 or args.threads < 1:
+        parser.error("--warmup must be >= 0, --iterations and --threads >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report = measure(args)
+        status = 0
+    except AgentError as exc:
+        report = {
+            "agent_version": AGENT_VERSION,
+            "ok": False,
+            "error_kind": exc.kind,
+            "error": str(exc),
+        }
+        status = exc.status
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
