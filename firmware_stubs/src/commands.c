@@ -197,6 +197,9 @@ static void cmd_results(void) {
     }
     cs_puts("]" CS_EOL CS_PREFIX_OK "argmax-[");
     cs_put_u64(cs_argmax_s8(output, output_valid));
+    /* The host checks this CRC, so a reply corrupted on the wire is retried, not believed. */
+    cs_puts("]" CS_EOL CS_PREFIX_OK "crc-[");
+    cs_put_hex32(cs_crc32(0, (const uint8_t *)output, output_valid));
     cs_puts("]" CS_EOL);
 }
 

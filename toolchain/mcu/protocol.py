@@ -1,0 +1,95 @@
+"""Python mirror of ``firmware_stubs/include/protocol.h``; a test checks the two agree.
+
+Also the reply parsing shared by the serial link and the in-memory tests.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+from ..errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+FW_VERSION = "0.1.0"
+TERMINATOR = b"%"
+PREFIX_OK = "m-"
+PREFIX_ERR = "e-"
+READY = "m-ready"
+EOL = b"\r\n"
+LINE_MAX = 512
+INFER_MAX = 10000
+CALIB_MAX = 10000000
+BLOB_MAGIC = 0x4E475343
+BLOB_VERSION = 1
+ACT_CODES = {"none": 0, "relu": 1}
+
+CMD_NAME = "name"
+CMD_PROFILE = "profile"
+CMD_DB = "db"
+CMD_INFER = "infer"
+CMD_RESULTS = "results"
+CMD_PING = "ping"
+CMD_VERSION = "version"
+CMD_MLOAD = "mload"
+CMD_MDATA = "mdata"
+CMD_COMMIT = "commit"
+CMD_SELFCHECK = "selfcheck"
+CMD_CALIB = "calib"
+
+_BRACKET = re.compile(r"^m-([a-z-]+?)-\[(.*)\]$")
+
+
+def chunk_crc(offset: int, data: bytes) -> int:
+    """CRC of an upload chunk; it covers the offset so a corrupted offset is caught too."""
+    return zlib.crc32(data, zlib.crc32(offset.to_bytes(4, "little")))
+
+
+def mdata_command(offset: int, data: bytes) -> str:
+    return f"{CMD_MDATA} {offset} {data.hex()} {chunk_crc(offset, data):08x}"
+
+
+def max_chunk_bytes(line_max: int = LINE_MAX) -> int:
+    """Largest chunk whose mdata line fits the firmware's line buffer (offset up to 10 digits)."""
+    overhead = len(CMD_MDATA) + 1 + 10 + 1 + 1 + 8
+    return (line_max - overhead) // 2
+
+
+def parse_fields(line: str, tag: str) -> dict[str, str]:
+    """``m-<tag>-[k=v;k=v]`` -> dict. Raises ProtocolError naming the line otherwise."""
+    m = _BRACKET.match(line)
+    if not m or m.group(1) != tag:
+        raise ProtocolError(f"expected a 'm-{tag}-[...]' reply, got {line!r}")
+    out: dict[str, str] = {}
+    for part in m.group(2).split(";"):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ProtocolError(f"malformed field {part!r} in reply {line!r}")
+        out[key] = value
+    return out
+
+
+def parse_list(line: str, tag: str) -> list[int]:
+    """``m-<tag>-[1,-2,3]`` -> [1, -2, 3]."""
+    m = _BRACKET.match(line)
+    if not m or m.group(1) != tag:
+        raise ProtocolError(f"expected a 'm-{tag}-[...]' reply, got {line!r}")
+    try:
+        return [int(v) for v in m.group(2).split(",")] if m.group(2) else []
+    except ValueError as exc:
+        raise ProtocolError(f"non-integer value in reply {line!r}") from exc
+
+
+def parse_value(line: str, tag: str) -> str:
+    """``m-<tag>-[value]`` -> "value"."""
+    m = _BRACKET.match(line)
+    if not m or m.group(1) != tag:
+        raise ProtocolError(f"expected a 'm-{tag}-[...]' reply, got {line!r}")
+    return m.group(2)
+
+
+def find_line(lines: list[str], prefix: str) -> str:
+    for line in lines:
+        if line.startswith(prefix):
+            return line
+    raise ProtocolError(f"reply lacks a line starting with {prefix!r}; got {lines!r}")

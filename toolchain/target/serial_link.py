@@ -1,0 +1,353 @@
+"""Host side of the MCU protocol over pyserial: ``/dev/ttyUSB0``, a pty path, or
+``socket://host:port`` (a QEMU chardev).
+
+Every read has a deadline, so nothing blocks forever. After garbage, a timeout or a bad CRC
+the link resynchronises (a bare ``%`` ends any partial line, then ``ping NONCE%`` must come
+back) and retries the whole idempotent transaction a bounded number of times. A model upload
+is staged on the device and committed only after the device verified its CRC32; the host
+then reads back the active model's CRC.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ProtocolError, TargetUnreachableError, TransportError
+from ..mcu import protocol as P
+
+
+@dataclass(frozen=True)
+class FirmwareInfo:
+    protocol: int
+    firmware: str
+    port: str
+    compiler: str
+    counter_unit: str  # "instructions" | "cycles" | "ns"
+    slot_bytes: int
+    max_dim: int
+    max_layers: int
+    line_max: int
+
+
+@dataclass(frozen=True)
+class InferResult:
+    output: np.ndarray  # int8 [out_dim]
+    argmax: int
+    icount: int  # counter units for ``repeat`` inferences
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    n: int
+    crc: int
+    icount: int
+
+
+def _retryable(exc: TransportError) -> bool:
+    # A TargetUnreachableError (port vanished) is final; garbled replies and timeouts are not.
+    return not isinstance(exc, TargetUnreachableError)
+
+
+class SerialLink:
+    """One conversation with a firmware. Use as a context manager; ``handshake()`` first."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baud: int = 115200,
+        timeout_s: float = 2.0,
+        retries: int = 3,
+        connect_timeout_s: float = 10.0,
+        port: Any = None,
+    ) -> None:
+        self.url = url
+        self.baud = baud
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.connect_timeout_s = connect_timeout_s
+        self._port = port  # an injected file-like port (tests) or the pyserial object
+        self._rx = bytearray()
+        self.last_reply: list[str] = []
+        self.info: FirmwareInfo | None = None
+
+    # ------------------------------------------------------------------ transport
+    def open(self) -> SerialLink:
+        if self._port is not None:
+            return self
+        import serial  # heavy-ish and optional: only when a real link is opened
+
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            try:
+                self._port = serial.serial_for_url(
+                    self.url, baudrate=self.baud, timeout=0.05, write_timeout=self.timeout_s
+                )
+                return self
+            except (serial.SerialException, OSError, ValueError) as exc:
+                # QEMU's socket may not listen yet; a USB adapter may still be enumerating.
+                if time.monotonic() >= deadline:
+                    raise TargetUnreachableError(
+                        f"cannot open serial link {self.url!r} within {self.connect_timeout_s:.0f} s "
+                        f"({exc}); check the device path or socket, cabling and permissions "
+                        "(dialout group)"
+                    ) from exc
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except OSError:
+                pass  # closing a vanished device must not mask the original error
+            self._port = None
+
+    def __enter__(self) -> SerialLink:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fail(self, what: str) -> TransportError:
+        last = " | ".join(self.last_reply[-4:]) or "(nothing)"
+        return TransportError(f"{what} on {self.url!r}; last reply: {last}")
+
+    def _write(self, data: bytes) -> None:
+        if self._port is None:
+            raise TransportError(f"serial link {self.url!r} is not open; call open() first")
+        try:
+            self._port.write(data)
+            flush = getattr(self._port, "flush", None)
+            if flush is not None:
+                flush()
+        except OSError as exc:  # pyserial's SerialException (and its timeout) are OSErrors
+            raise self._fail(f"write failed ({exc})") from exc
+
+    def _read_line(self, deadline: float) -> str | None:
+        """One reply line without its EOL, or None at the deadline."""
+        while True:
+            nl = self._rx.find(b"\n")
+            if nl >= 0:
+                raw = bytes(self._rx[:nl])
+                del self._rx[: nl + 1]
+                return raw.rstrip(b"\r").decode("ascii", errors="replace")
+            if time.monotonic() >= deadline:
+                return None
+            try:
+                waiting = getattr(self._port, "in_waiting", 0) or 1
+                chunk = self._port.read(min(waiting, 4096))
+            except OSError as exc:
+                raise self._fail(f"read failed ({exc})") from exc
+            if chunk:
+                self._rx += chunk
+                if len(self._rx) > 1 << 20:  # a babbling device: drop what cannot be a line
+                    del self._rx[:-4096]
+
+    def exchange(self, command: str, *, timeout_s: float | None = None) -> list[str]:
+        """Send one command, return its reply lines up to (without) ``m-ready``.
+
+        Raises ProtocolError if the device answered ``e-...`` (a refusal: not retried here),
+        TransportError on timeout or garbage.
+        """
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        self._write(command.encode("ascii") + P.TERMINATOR)
+        lines: list[str] = []
+        while True:
+            line = self._read_line(deadline)
+            if line is None:
+                self.last_reply = lines
+                raise self._fail(
+                    f"no 'm-ready' after {command[:24]!r} within {timeout_s or self.timeout_s:.1f} s"
+                )
+            if line == P.READY:
+                self.last_reply = lines
+                errors = [x for x in lines if x.startswith(P.PREFIX_ERR)]
+                if errors:
+                    raise ProtocolError(
+                        f"device {self.url!r} refused {command[:24]!r}: {errors[0]}"
+                    )
+                return lines
+            if not (line.startswith(P.PREFIX_OK) or line.startswith(P.PREFIX_ERR)):
+                self.last_reply = [*lines, line]
+                raise self._fail(f"garbled reply line {line[:60]!r}")
+            lines.append(line)
+
+    def sync(self) -> None:
+        """Bring host and device back in step: drop stale bytes, end any partial line, and wait
+        for the echo of a fresh nonce."""
+        for _ in range(self.retries + 1):
+            nonce = secrets.token_hex(4)
+            self._rx.clear()
+            reset = getattr(self._port, "reset_input_buffer", None)
+            if reset is not None:
+                reset()
+            self._write(P.TERMINATOR + f"{P.CMD_PING} {nonce}".encode() + P.TERMINATOR)
+            deadline = time.monotonic() + self.timeout_s
+            seen_pong = False
+            while True:
+                line = self._read_line(deadline)
+                if line is None:
+                    break
+                self.last_reply = [line]
+                if line == f"m-pong-{nonce}":
+                    seen_pong = True
+                elif seen_pong and line == P.READY:
+                    return
+        raise self._fail(f"firmware did not answer 'ping' after {self.retries + 1} tries")
+
+    def transact(self, steps, *, what: str, timeout_s: float | None = None):
+        """Run ``steps(link)`` (idempotent as a whole) with resync-and-retry on transport faults."""
+        last: TransportError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.sync()  # raises when the device no longer answers: retrying is pointless
+            try:
+                return steps(timeout_s)
+            except TransportError as exc:
+                if not _retryable(exc):
+                    raise
+                last = exc
+        raise TransportError(f"{what} failed after {self.retries + 1} attempts: {last}") from last
+
+    def command(self, command: str, *, timeout_s: float | None = None) -> list[str]:
+        """An idempotent single command with retries."""
+        return self.transact(
+            lambda t: self.exchange(command, timeout_s=t), what=command, timeout_s=timeout_s
+        )
+
+    # ------------------------------------------------------------------ protocol verbs
+    def handshake(self) -> FirmwareInfo:
+        """Sync and check the firmware speaks our protocol version."""
+        self.sync()
+        line = P.find_line(self.command(P.CMD_VERSION), "m-version-")
+        f = P.parse_fields(line, "version")
+        try:
+            proto = int(f["proto"])
+            info = FirmwareInfo(
+                protocol=proto,
+                firmware=f["fw"],
+                port=f["port"],
+                compiler=f["cc"],
+                counter_unit=f["counter"],
+                slot_bytes=int(f["slot"]),
+                max_dim=int(f["maxdim"]),
+                max_layers=int(f["layers"]),
+                line_max=int(f["line"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError(
+                f"version reply from {self.url!r} lacks a field ({exc}): {line!r}"
+            ) from exc
+        if proto != P.PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"firmware at {self.url!r} speaks protocol {proto}, this host speaks "
+                f"{P.PROTOCOL_VERSION}; rebuild and flash firmware_stubs from this checkout"
+            )
+        self.info = info
+        return info
+
+    def active_model_crc(self) -> int | None:
+        def steps(t: float | None) -> int | None:
+            line = P.find_line(self.exchange(P.CMD_PROFILE, timeout_s=t), "m-model-")
+            if line == "m-model-[none]":
+                return None
+            try:
+                return int(P.parse_fields(line, "model")["crc"], 16)
+            except (KeyError, ValueError) as exc:
+                raise self._fail(f"malformed model line {line!r}") from exc
+
+        return self.transact(steps, what="profile")
+
+    def upload_model(self, blob: bytes, *, chunk_bytes: int | None = None) -> int:
+        """Stage, verify and commit a model blob; returns its CRC32. If any step fails the
+        device keeps its previous model (it only commits a CRC-verified staging slot)."""
+        crc = zlib.crc32(blob)
+        line_max = self.info.line_max if self.info else P.LINE_MAX
+        chunk = min(chunk_bytes or P.max_chunk_bytes(line_max), P.max_chunk_bytes(line_max))
+        if self.info and len(blob) > self.info.slot_bytes:
+            raise ProtocolError(
+                f"model blob of {len(blob)} bytes exceeds the {self.info.slot_bytes}-byte slot of "
+                f"firmware at {self.url!r}; quantize a smaller head"
+            )
+        last: Exception | None = None
+        for _ in range(self.retries + 1):
+            try:
+                self.command(f"{P.CMD_MLOAD} {len(blob)} {crc:08x}")
+                for off in range(0, len(blob), chunk):
+                    self._send_chunk(off, blob[off : off + chunk])
+                try:
+                    self.exchange(P.CMD_COMMIT)
+                except TransportError as exc:
+                    last = exc  # the commit may have happened with its reply lost: ask
+                    self.sync()
+                if self.active_model_crc() == crc:
+                    return crc
+            except TransportError as exc:
+                if not _retryable(exc):
+                    raise
+                last = exc
+                self.sync()
+        raise TransportError(
+            f"model upload to {self.url!r} failed after {self.retries + 1} attempts; the device "
+            f"keeps its previous model. Last error: {last}"
+        )
+
+    def _send_chunk(self, off: int, data: bytes) -> None:
+        expected = f"m-ack-{off + len(data)}"
+
+        def steps(timeout_s: float | None) -> None:
+            lines = self.exchange(P.mdata_command(off, data), timeout_s=timeout_s)
+            if expected not in lines:
+                raise self._fail(f"chunk at offset {off} acknowledged as {lines!r}")
+
+        self.transact(steps, what=f"upload chunk at offset {off}")
+
+    def self_check(self, *, timeout_s: float | None = None) -> SelfCheck:
+        def steps(t: float | None) -> SelfCheck:
+            line = P.find_line(self.exchange(P.CMD_SELFCHECK, timeout_s=t), "m-selfcheck-")
+            try:
+                f = P.parse_fields(line, "selfcheck")
+                return SelfCheck(n=int(f["n"]), crc=int(f["crc"], 16), icount=int(f["icount"]))
+            except (KeyError, ValueError) as exc:
+                raise self._fail(f"malformed self-check reply {line!r}") from exc
+
+        return self.transact(steps, what="self-check", timeout_s=timeout_s)
+
+    def infer(
+        self, x_q: np.ndarray, *, repeat: int = 1, warmup: int = 0, timeout_s: float | None = None
+    ) -> InferResult:
+        """Load one int8 input, run it ``repeat`` times after ``warmup`` runs, read the outputs."""
+        data = np.asarray(x_q, dtype=np.int8).reshape(-1).tobytes()
+        per_line = ((self.info.line_max if self.info else P.LINE_MAX) - 4) // 2
+
+        def steps(t: float | None) -> InferResult:
+            lines = self.exchange(f"{P.CMD_DB} load {len(data)}", timeout_s=t)
+            if f"m-[Expecting {len(data)} bytes]" not in lines:
+                raise self._fail(f"'db load' answered {lines!r}")
+            for off in range(0, len(data), per_line):
+                lines = self.exchange(f"{P.CMD_DB} {data[off : off + per_line].hex()}", timeout_s=t)
+            if "m-load-done" not in lines:
+                raise self._fail("input upload did not end with 'm-load-done'")
+            done = P.find_line(
+                self.exchange(f"{P.CMD_INFER} {repeat} {warmup}", timeout_s=t), "m-infer-done-"
+            )
+            res = self.exchange(P.CMD_RESULTS, timeout_s=t)
+            try:
+                icount = int(P.parse_fields(done, "infer-done")["icount"])
+                out = np.asarray(P.parse_list(P.find_line(res, "m-results-"), "results"), np.int64)
+                crc = int(P.parse_value(P.find_line(res, "m-crc-"), "crc"), 16)
+                argmax = int(P.parse_value(P.find_line(res, "m-argmax-"), "argmax"))
+            except (KeyError, ValueError) as exc:
+                raise self._fail(f"malformed inference reply ({exc})") from exc
+            in_range = out.size > 0 and out.min() >= -128 and out.max() <= 127
+            if not in_range or zlib.crc32(out.astype(np.int8).tobytes()) != crc:
+                raise self._fail("results reply failed its CRC check")
+            return InferResult(output=out.astype(np.int8), argmax=argmax, icount=icount)
+
+        return self.transact(steps, what="inference", timeout_s=timeout_s)
