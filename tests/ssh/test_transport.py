@@ -80,7 +80,7 @@ def test_scp_refuses_paths_needing_quotes():
 
 def test_connect_failures_retry_with_backoff_then_unreachable(monkeypatch):
     sleeps = []
-    monkeypatch.setattr("toolchain.target.ssh.time.sleep", sleeps.append)
+    monkeypatch.setattr("toolchain.target.ssh._sleep", sleeps.append)
     # A port nobody listens on, on an address we own: refused at once.
     t = SshTransport("127.0.0.1", port=1, retries=2, backoff_s=0.5, connect_timeout_s=2)
     with pytest.raises(TargetUnreachableError, match="3 attempt"):

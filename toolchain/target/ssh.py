@@ -30,6 +30,7 @@ from ..errors import HostKeyError, TargetError, TargetUnreachableError, Transpor
 
 log = logging.getLogger(__name__)
 
+_sleep = time.sleep  # the backoff's clock; tests replace it (patching time.sleep hits subprocess)
 SSH_FAILURE = 255  # ssh's own exit status for its errors; anything else is the remote command's
 # Paths we hand to scp: legacy (pre-9.0) scp passes the remote path through the remote shell,
 # so we accept only characters that need no quoting there.
@@ -215,7 +216,7 @@ class SshTransport:
                 if attempt + 1 < attempts:
                     delay = self.backoff_s * (2**attempt)
                     log.info("%s: %s; retrying in %.1f s", self.label, last, delay)
-                    time.sleep(delay)
+                    _sleep(delay)
                     continue
                 raise TargetUnreachableError(
                     f"cannot connect to {self.label} after {attempts} attempt(s): {last}; check the "
