@@ -32,7 +32,7 @@
 #define CS_CMD_NAME "name"         /* name%            -> m-name-dut-[codesign-<port>] */
 #define CS_CMD_PROFILE "profile"   /* profile%         -> m-profile-[..] m-model-[..] */
 #define CS_CMD_DB "db"             /* db load N% / db HHHH..% : input tensor, int8 */
-#define CS_CMD_INFER "infer"       /* infer N W%       -> m-infer-done-[n=N;icount=T] */
+#define CS_CMD_INFER "infer"       /* infer N W% -> m-infer-done-[n=N;icount=T;incrc=X] */
 #define CS_CMD_RESULTS "results"   /* results% -> m-results-[..] m-argmax-[k] m-crc-[XXXXXXXX] */
 
 /* codesign extensions. */

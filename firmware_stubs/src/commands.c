@@ -185,6 +185,10 @@ static void cmd_infer(int argc, char **argv) {
     cs_put_u64(n);
     cs_puts(";icount=");
     cs_put_u64(t);
+    /* CRC of the input actually used: 'db' lines carry no checksum (MLPerf format), so the
+     * host compares this to catch an input corrupted on the wire. */
+    cs_puts(";incrc=");
+    cs_put_hex32(cs_crc32(0, (const uint8_t *)input, input_filled));
     cs_puts("]" CS_EOL);
 }
 

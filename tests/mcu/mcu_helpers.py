@@ -167,7 +167,10 @@ class FakeDevice:
             if b == ord("%"):
                 line, self.line = self.line.decode("ascii", "replace").strip(), bytearray()
                 if line:
-                    reply = self.handle(line.split(" ")) + ["m-ready"]
+                    try:
+                        reply = self.handle(line.split(" ")) + ["m-ready"]
+                    except (ValueError, IndexError, TypeError):  # like the C parser's e- replies
+                        reply = ["e-[bad arguments]", "m-ready"]
                     if self.drop_next_replies:
                         self.drop_next_replies -= 1
                     else:

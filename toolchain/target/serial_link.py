@@ -213,7 +213,8 @@ class SerialLink:
                 if not _retryable(exc):
                     raise
                 last = exc
-        raise TransportError(f"{what} failed after {self.retries + 1} attempts: {last}") from last
+        # Keep the class: a device that refuses every time is a ProtocolError, not a timeout.
+        raise type(last)(f"{what} failed after {self.retries + 1} attempts: {last}") from last
 
     def command(self, command: str, *, timeout_s: float | None = None) -> list[str]:
         """An idempotent single command with retries."""
@@ -339,12 +340,16 @@ class SerialLink:
             )
             res = self.exchange(P.CMD_RESULTS, timeout_s=t)
             try:
-                icount = int(P.parse_fields(done, "infer-done")["icount"])
+                fields = P.parse_fields(done, "infer-done")
+                icount = int(fields["icount"])
+                input_crc = int(fields["incrc"], 16)
                 out = np.asarray(P.parse_list(P.find_line(res, "m-results-"), "results"), np.int64)
                 crc = int(P.parse_value(P.find_line(res, "m-crc-"), "crc"), 16)
                 argmax = int(P.parse_value(P.find_line(res, "m-argmax-"), "argmax"))
             except (KeyError, ValueError) as exc:
                 raise self._fail(f"malformed inference reply ({exc})") from exc
+            if input_crc != zlib.crc32(data):
+                raise self._fail("the device ran on an input corrupted in transit")
             in_range = out.size > 0 and out.min() >= -128 and out.max() <= 127
             if not in_range or zlib.crc32(out.astype(np.int8).tobytes()) != crc:
                 raise self._fail("results reply failed its CRC check")
