@@ -332,6 +332,13 @@ def main() -> None:
     rootfs = args.rootfs or prepare_rootfs()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="codesign-board-"))
     board = start_board(rootfs, work)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # Background jobs start with SIGINT ignored; handle INT and TERM so the netns is removed.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         for key, value in board.env("rpi4").items():
             print(f"export {key}={value}")

@@ -184,6 +184,23 @@ _SHORT = {
 }
 
 
+def _provider_list(wanted: list, available: list) -> list:
+    """Providers to try in order. TensorRT builds an engine per model on first use (minutes on
+    a Nano); it is cached under ~/.cache so only the first run of a model pays for it."""
+    providers: list = []
+    for name in wanted:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = os.path.join(os.path.expanduser("~"), ".cache", "codesign-agent", "tensorrt")
+            os.makedirs(cache, exist_ok=True)
+            options = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache}
+            providers.append((name, options))
+        else:
+            providers.append(name)
+    return providers
+
+
 class OrtRunner:
     def __init__(self, model: str, provider: str, threads: int) -> None:
         try:
@@ -218,7 +235,7 @@ class OrtRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
             self.session = ort.InferenceSession(
-                model, sess_options=options, providers=[p for p in wanted if p in available]
+                model, sess_options=options, providers=_provider_list(wanted, available)
             )
         except Exception as exc:  # onnxruntime raises its own unexported exception classes
             raise AgentError("model_load", f"onnxruntime could not load {model}: {exc}", 4) from exc
