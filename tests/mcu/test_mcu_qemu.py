@@ -89,3 +89,22 @@ def test_serial_target_flow_on_mcu_qemu(fw_dir, head):
     spec = target.spec
     expected_ms = run.counts * spec.emulation.cpi / spec.mcu.clock_hz * 1e3
     assert np.allclose(run.est_latency_ms, expected_ms)
+
+
+@needs_qemu
+def test_large_head_is_baked_into_the_qemu_image(fw_dir, tmp_path):
+    """A head over BAKE_ABOVE_BYTES boots already committed instead of a slow UART upload."""
+    from toolchain.heads.dense import DenseLayer
+    from toolchain.target.serial_target import BAKE_ABOVE_BYTES
+
+    rng = np.random.default_rng(3)
+    layer = DenseLayer(rng.normal(size=(200, 400)).astype(np.float32), np.zeros(200, np.float32))
+    x = rng.normal(size=(16, 400)).astype(np.float32)
+    q = quantize_head([layer], x)
+    assert len(to_blob(q)) > BAKE_ABOVE_BYTES
+    target = open_target("mcu-qemu")
+    target.build_dir = tmp_path
+    run = target.run_head(q, x[:3])
+    assert list((tmp_path / "baked-headers").glob("model-*.h"))
+    assert run.model_crc == zlib.crc32(to_blob(q)) and run.selfcheck_crc == selfcheck_crc(q)
+    assert np.array_equal(run.outputs, run_int8(q, q.quantize_input(x[:3])))

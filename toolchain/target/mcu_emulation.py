@@ -184,13 +184,22 @@ def qemu_mps2(
 
 
 @contextmanager
-def emulated_device(method: str, build_dir: Path | None = None) -> Iterator[str]:
-    """Build the firmware for ``method`` ("pty" -> posix, "qemu-system" -> mps2) and run it."""
+def emulated_device(
+    method: str, build_dir: Path | None = None, *, baked_header: Path | None = None
+) -> Iterator[str]:
+    """Build the firmware for ``method`` ("pty" -> posix, "qemu-system" -> mps2) and run it.
+
+    ``baked_header`` (from ``toolchain.mcu.blob.to_c_header``) builds an image with that model
+    already committed, into its own folder: QEMU's UART takes ~70 us per character, so a
+    megabyte head uploads in minutes but bakes in seconds."""
+    out = Path(build_dir or default_build_dir())
+    if baked_header is not None:
+        out = out / f"baked-{Path(baked_header).stem}"
     if method == "pty":
-        with posix_pty(build_firmware("posix", build_dir)) as url:
+        with posix_pty(build_firmware("posix", out, baked=baked_header)) as url:
             yield url
     elif method == "qemu-system":
-        with qemu_mps2(build_firmware("mps2", build_dir)) as url:
+        with qemu_mps2(build_firmware("mps2", out, baked=baked_header)) as url:
             yield url
     else:
         raise TargetError(

@@ -9,6 +9,7 @@ report the board's counter (instructions on QEMU, cycles on a real board, ns on 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from ..errors import DeployError, TargetError, TargetUnreachableError, Validatio
 from .base import Reachability, Target
 from .registry import register_kind
 from .spec import TargetSpec
+
+# Above this blob size an emulated QEMU board gets the model baked into its image.
+BAKE_ABOVE_BYTES = 64 * 1024
 
 _EMULATION_TOOLS = {
     "pty": ("make", "cc"),
@@ -121,8 +125,9 @@ class SerialTarget(Target):
         return Reachability(True, f"{conn.device}: firmware {info.firmware} on {info.port}")
 
     @contextmanager
-    def connect(self) -> Iterator[Any]:
-        """A handshaken ``SerialLink`` to the board or its emulation; cleans up on exit."""
+    def connect(self, *, baked_header: Path | None = None) -> Iterator[Any]:
+        """A handshaken ``SerialLink`` to the board or its emulation; cleans up on exit.
+        ``baked_header`` (emulation only) boots an image with that model already committed."""
         from .mcu_emulation import emulated_device
         from .serial_link import SerialLink
 
@@ -130,7 +135,8 @@ class SerialTarget(Target):
         # One reply should come well within a few seconds; long inferences get command_timeout_s.
         per_reply = max(1.0, min(5.0, conn.command_timeout_s))
         if self.uses_emulation():
-            with emulated_device(self._require_emulation_method(), self.build_dir) as url:
+            method = self._require_emulation_method()
+            with emulated_device(method, self.build_dir, baked_header=baked_header) as url:
                 link = SerialLink(
                     url,
                     baud=conn.baud,
@@ -172,7 +178,11 @@ class SerialTarget(Target):
                 f"head ({len(head.layers)} layers, widest input {head.in_dim}) exceeds firmware "
                 f"limits on {link.url} (max {link.info.max_layers} layers, {link.info.max_dim} wide)"
             )
-        crc = link.upload_model(to_blob(head))
+        blob = to_blob(head)
+        # Skip the upload when the board already runs this exact model (baked or uploaded).
+        crc = zlib.crc32(blob)
+        if link.active_model_crc() != crc:
+            crc = link.upload_model(blob)
         check = link.self_check(timeout_s=self.spec.connection.command_timeout_s)
         expected = selfcheck_crc(head)
         if check.crc != expected:
@@ -183,13 +193,18 @@ class SerialTarget(Target):
             )
         return crc, check
 
-    def run_head(self, head: Any, inputs: np.ndarray, *, repeat: int = 1) -> McuRun:
+    def run_head(
+        self, head: Any, inputs: np.ndarray, *, repeat: int = 1, bake: bool | None = None
+    ) -> McuRun:
         """Upload -> self-check -> one inference per row of ``inputs`` (int8 quantized rows, or
-        float standardized features which are quantized with the head's input scale)."""
+        float standardized features which are quantized with the head's input scale).
+
+        ``bake`` (emulation only) builds the model into the image instead of uploading it;
+        None bakes heads over BAKE_ABOVE_BYTES on QEMU, whose UART is slow."""
         x = np.asarray(inputs)
         x_q = x if x.dtype == np.int8 else head.quantize_input(x)
         x_q = x_q.reshape(-1, head.in_dim)
-        with self.connect() as link:
+        with self._maybe_baked(head, bake) as header, self.connect(baked_header=header) as link:
             crc, check = self.deploy_head(link, head)
             results = [
                 link.infer(row, repeat=repeat, timeout_s=self.spec.connection.command_timeout_s)
@@ -212,6 +227,31 @@ class SerialTarget(Target):
             est_cycles=est_cycles,
             est_latency_ms=est_ms,
         )
+
+    @contextmanager
+    def _maybe_baked(self, head: Any, bake: bool | None) -> Iterator[Path | None]:
+        from ..mcu.blob import blob_size, to_c_header
+
+        if not self.uses_emulation():
+            yield None
+            return
+        if bake is None:
+            bake = (
+                self.spec.emulation.method == "qemu-system" and blob_size(head) > BAKE_ABOVE_BYTES
+            )
+        if not bake:
+            yield None
+            return
+        from .mcu_emulation import default_build_dir
+
+        text = to_c_header(head)
+        # Named by content and kept: make then sees the baked image as up to date next time.
+        folder = Path(self.build_dir or default_build_dir()) / "baked-headers"
+        folder.mkdir(parents=True, exist_ok=True)
+        header = folder / f"model-{zlib.crc32(text.encode()):08x}.h"
+        if not header.is_file():
+            header.write_text(text)
+        yield header
 
     def _estimate(
         self, counts: np.ndarray, unit: str
