@@ -54,6 +54,7 @@ def _session(image, head_and_x, n: int):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_qemu_mps2_end_to_end_deterministic(fw_dir, head):
     image = fw_dir / "mps2" / "codesign-fw.elf"
     first = _session(image, head, 25)
@@ -79,6 +80,7 @@ def test_qemu_mps2_end_to_end_deterministic(fw_dir, head):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_serial_target_flow_on_mcu_qemu(fw_dir, head):
     q, x = head
     target = open_target("mcu-qemu")
@@ -92,6 +94,7 @@ def test_serial_target_flow_on_mcu_qemu(fw_dir, head):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_large_head_is_baked_into_the_qemu_image(fw_dir, tmp_path):
     """A head over BAKE_ABOVE_BYTES boots already committed instead of a slow UART upload."""
     from toolchain.heads.dense import DenseLayer

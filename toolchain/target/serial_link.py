@@ -279,7 +279,9 @@ class SerialLink:
         last: Exception | None = None
         for _ in range(self.retries + 1):
             try:
-                self.command(f"{P.CMD_MLOAD} {len(blob)} {crc:08x}")
+                opened = self.command(f"{P.CMD_MLOAD} {len(blob)} {crc:08x}")
+                if f"m-mload-[expecting {len(blob)}]" not in opened:
+                    raise self._fail(f"'mload' answered {opened!r}")
                 for off in range(0, len(blob), chunk):
                     self._send_chunk(off, blob[off : off + chunk])
                 try:
