@@ -151,7 +151,7 @@ class StandInBoard:
         return SshTransport(self.host, **args)
 
     def session_pids(self) -> list[int]:
-        """Every process below the sshd listener (sessions and their commands), deepest first."""
+        """Every process below the sshd listener (sessions, then their commands), top-down."""
         children: dict[int, list[int]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -161,15 +161,17 @@ class StandInBoard:
             ppid = int(text.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(stat.parent.name))
         found: list[int] = []
-        todo = list(children.get(self.sshd.pid, []))
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-        return found[::-1]
+        level = list(children.get(self.sshd.pid, []))
+        while level:  # breadth first: the per-connection sshd processes come first
+            found.extend(level)
+            level = [c for pid in level for c in children.get(pid, [])]
+        return found
 
     def kill_sessions(self) -> int:
-        """SIGKILL every session of this sshd (the listener stays up), as a dropped link would."""
+        """SIGKILL every session of this sshd (the listener stays up), as a dropped link would.
+
+        The sshd session processes go first: killing the remote command first would let
+        sshd report its exit status (137) before the connection drops."""
         pids = self.session_pids()
         for pid in pids:
             try:

@@ -141,11 +141,16 @@ def test_emulate_flag_runs_locally(rootfs_env, tiny_job):
 
 
 @pytest.mark.slow
-def test_jetson_emulation_uses_auto_provider(rootfs_env, tiny_job):
-    spec = load_target_spec("jetson-nano", apply_env=False)
-    report = SshTarget(spec, emulate=True).run_agent(tiny_job, warmup=0, iterations=1, threads=1)
+@pytest.mark.parametrize(
+    "name, cpu", [("jetson-nano", "ARM Cortex-A57"), ("jetson-orin-nano", "ARM Cortex-A76")]
+)
+def test_jetson_emulation_uses_auto_provider(rootfs_env, tiny_job, name, cpu):
+    spec = load_target_spec(name, apply_env=False)
+    target = SshTarget(spec, emulate=True)
+    assert target._agent_args("job", 0, 1, 1)[-2:] == ["--provider", "auto"]
+    report = target.run_agent(tiny_job, warmup=0, iterations=1, threads=1)
     assert report["runtime"]["provider"] == "CPU"  # no GPU under qemu: auto fell back
-    assert report["cpu_model"] == "ARM Cortex-A57" and report["emulated"] is True
+    assert report["cpu_model"] == cpu and report["emulated"] is True
 
 
 def test_unreachable_without_emulation_raises(monkeypatch, tiny_job, tmp_path):

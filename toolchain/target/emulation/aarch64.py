@@ -265,6 +265,9 @@ def prepare_rootfs(
             raise TargetError(
                 "debootstrap not found; install it with 'apt-get install debootstrap'"
             )
+        # Holding the lock, any build dir left is from a killed build: reclaim its space.
+        for stale in dest.parent.glob(f".{dest.name}.build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
         try:
             _build(work, suite, arch, timeout)
