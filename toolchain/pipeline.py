@@ -1,0 +1,204 @@
+"""The method end to end: dataset → per-layer features → heads on layers and combinations →
+ranked candidates with a first cost estimate → a run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .data.dataset import Dataset, load_dataset
+from .data.presets import resolve_dataset
+from .errors import SearchError
+from .features.backbone import ModelRef, backbone_info, resolve_model
+from .features.layers import LayerFeatures, layer_features
+from .paths import codesign_home
+from .progress import progress_bar
+from .search.candidate import Candidate
+from .search.cost import estimate_cost
+from .search.fit import FeatureBank, FittedCandidate, fit_candidate
+from .search.select import Budgets, pareto_front, select
+from .search.space import DEFAULT_HEADS, SearchSpace
+from .target.spec import load_target_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...] = ("default",)
+    dataset: str = "trec"
+    target: str = "host"
+    max_lengths: tuple[int, ...] = (64,)
+    poolings: tuple[str, ...] = ("cls", "mean")
+    heads: tuple[tuple[str, int], ...] = DEFAULT_HEADS
+    max_combinations: int | None = 200
+    tolerance: float = 0.005  # accuracy (fraction) traded for a cheaper candidate
+    max_latency_ms: float | None = None
+    max_model_mb: float | None = None
+    max_per_class: int | None = None
+    max_eval_per_class: int | None = None
+    seed: int = 0
+    run_dir: str | None = None
+
+
+@dataclass
+class Extraction:
+    dataset: Dataset
+    refs: dict[str, ModelRef]
+    features: dict[tuple[str, int], LayerFeatures] = field(default_factory=dict)
+
+
+def extract(config: RunConfig) -> Extraction:
+    spec = resolve_dataset(config.dataset)
+    dataset = load_dataset(spec, config.max_per_class, config.max_eval_per_class)
+    refs = {}
+    for name in config.models:
+        ref = resolve_model(name)
+        refs[ref.name] = ref
+    out = Extraction(dataset, refs)
+    for ref in refs.values():
+        for ml in config.max_lengths:
+            out.features[(ref.name, ml)] = layer_features(dataset, ref, ml, config.poolings)
+    return out
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    if config.run_dir:
+        return Path(config.run_dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return codesign_home() / "runs" / f"{stamp}-{config.dataset.replace('/', '_')}"
+
+
+def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
+    """Fit every candidate, estimate costs, mark the front, select; returns the leaderboard."""
+    target = load_target_spec(config.target)
+    infos = {name: backbone_info(ref) for name, ref in ex.refs.items()}
+    space = SearchSpace(
+        backbones={n: i.n_layers for n, i in infos.items()}, max_lengths=config.max_lengths,
+        poolings=config.poolings, heads=config.heads,
+    )
+    cands = sorted(space.candidates(config.max_combinations, config.seed), key=lambda c: (c.feature_key, c.head))
+    if not cands:
+        raise SearchError("the search space is empty; check --model, --max-length and the heads")
+    y = {s: ex.dataset.split(s).labels for s in ("train", "validation")}
+    if ex.dataset.test is not None:
+        y["test"] = ex.dataset.test.labels
+    banks = {key: FeatureBank(f, y, ex.dataset.n_classes) for key, f in ex.features.items()}
+    seq_len = {key: float(np.mean(f.lengths["validation"])) for key, f in ex.features.items()}
+    budgets = Budgets.for_target(target, config.max_latency_ms, config.max_model_mb)
+    fitted: list[FittedCandidate] = []
+    started = time.perf_counter()
+    with progress_bar(f"fitting {len(cands)} candidates", len(cands)) as advance:
+        for cand in cands:
+            bank = banks[(cand.backbone, cand.max_length)]
+            bank.forget({cand.feature_key})
+            fitted.append(fit_candidate(cand, bank, config.seed))
+            advance()
+    search_seconds = time.perf_counter() - started
+    rows = []
+    for fc in fitted:
+        key = (fc.candidate.backbone, fc.candidate.max_length)
+        cost = estimate_cost(fc.candidate, infos[key[0]], fc.head.n_params, fc.head.flops, target, seq_len[key])
+        reasons = budgets.violations(cost)
+        rows.append({"fc": fc, "cost": cost, "feasible": not reasons, "infeasible_reasons": reasons})
+    front = pareto_front([(r["fc"].val_acc, r["cost"].latency_ms) for r in rows])
+    chosen = select([r["fc"].val_acc for r in rows], [r["cost"].latency_ms for r in rows],
+                    [r["feasible"] for r in rows], config.tolerance)
+    if chosen is None:
+        raise SearchError(
+            f"no candidate meets the budgets ({budgets}); the cheapest needs "
+            f"{min(r['cost'].latency_ms for r in rows):.2f} ms — relax --max-latency-ms/--max-model-mb"
+        )
+    return _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
+
+
+def _baseline(rows, ex: Extraction, banks) -> dict:
+    """The classic feature extractor: last layer's [CLS] into softmax regression."""
+    first = next(iter(ex.refs))
+    n_layers = ex.features[next(k for k in ex.features if k[0] == first)].n_layers - 1
+    for r in rows:
+        c = r["fc"].candidate
+        if (c.backbone == first and c.layers == (n_layers,) and c.pooling == "cls"
+                and c.combine == "single" and c.head == "softmax"):
+            return r
+    raise SearchError("the last-layer [CLS] softmax baseline is missing from the space; keep the softmax head")
+
+
+def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len) -> dict:
+    has_test = ex.dataset.test is not None
+    base = _baseline(rows, ex, banks)
+    heads_dir = run_dir / "heads"
+    candidates = []
+    for i, r in enumerate(rows):
+        fc: FittedCandidate = r["fc"]
+        bank = banks[(fc.candidate.backbone, fc.candidate.max_length)]
+        entry = {"id": fc.candidate.id, **fc.candidate.to_dict(), "val_acc": fc.val_acc,
+                 "cost": r["cost"].to_dict(), "pareto": front[i], "feasible": r["feasible"],
+                 "infeasible_reasons": r["infeasible_reasons"], "fit_seconds": round(fc.fit_seconds, 4),
+                 "head_params": fc.head.n_params}
+        if front[i] or i == chosen or r is base:
+            if has_test:
+                entry["test_acc"], entry["test_macro_f1"] = fc.evaluate(bank, "test")
+            fc.save(heads_dir / f"{fc.candidate.id}.safetensors")
+        candidates.append(entry)
+    base_entry = next(c for c in candidates if c["id"] == base["fc"].candidate.id)
+    per_layer = [
+        {"backbone": c["backbone"], "layer": c["layers"][0], "pooling": c["pooling"], "val_acc": c["val_acc"]}
+        for c in candidates
+        if c["combine"] == "single" and c["head"] == "softmax" and c["max_length"] == config.max_lengths[0]
+    ]
+    return {
+        "schema": 1,
+        "codesign_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": ", ".join(ex.refs),
+        "models": {n: {"path": r.path, "weights_hash": r.weights_hash} for n, r in ex.refs.items()},
+        "dataset": ex.dataset.name,
+        "dataset_fingerprint": ex.dataset.fingerprint(),
+        "label_names": list(ex.dataset.label_names),
+        "split_sizes": {s: len(ex.dataset.split(s)) for s in ("train", "validation", "test")
+                        if getattr(ex.dataset, s) is not None},
+        "validation_carved": ex.dataset.validation_carved,
+        "target": target.name,
+        "target_hash": target.hash,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "mean_val_tokens": {f"{k[0]}@{k[1]}": v for k, v in seq_len.items()},
+        "feature_cache": {f"{k[0]}@{k[1]}": f.cache_dir for k, f in ex.features.items()},
+        "extract_seconds": sum(f.extract_seconds for f in ex.features.values()),
+        "search_seconds": search_seconds,
+        "n_candidates": len(candidates),
+        "per_layer": per_layer,
+        "baseline": {"id": base_entry["id"], "description": "last layer [CLS] + softmax regression",
+                     "val_acc": base_entry["val_acc"], "test_acc": base_entry.get("test_acc"),
+                     "depth": base_entry["depth"], "cost": base_entry["cost"]},
+        "candidates": candidates,
+        "selected": candidates[chosen]["id"],
+    }
+
+
+def run(config: RunConfig) -> tuple[Path, dict]:
+    """The main job; writes leaderboard.json, report.md and the plots into the run directory."""
+    from .report.write import write_run
+
+    run_dir = new_run_dir(config)
+    ex = extract(config)
+    board = search(config, ex, run_dir)
+    write_run(run_dir, board)
+    return run_dir, board
+
+
+def candidate_by_id(board: dict, cid: str) -> dict:
+    for c in board["candidates"]:
+        if c["id"] == cid:
+            return c
+    raise SearchError(f"candidate '{cid}' is not in this run's leaderboard")
+
+
+def as_candidate(entry: dict) -> Candidate:
+    return Candidate.from_dict(entry)

@@ -1,0 +1,134 @@
+"""Fit candidates on cached features. Standardised layers and combined inputs are cached in
+memory, so the heads of one feature set share the work."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..features.layers import LayerFeatures
+from ..heads import make_head
+from ..heads.base import Head, accuracy, macro_f1
+from ..heads.combine import Standardizer, combine, learn_scalar_mix
+from ..heads.dense import DenseLayer
+from .candidate import Candidate
+
+
+class FeatureBank:
+    """Standardised per-layer features of one backbone at one max length."""
+
+    def __init__(self, features: LayerFeatures, y: dict[str, np.ndarray], n_classes: int) -> None:
+        self.features = features
+        self.y = y
+        self.n_classes = n_classes
+        self._std: dict[tuple[str, int], Standardizer] = {}
+        self._mix: dict[tuple, np.ndarray] = {}
+        self._combined: dict[tuple, dict[str, np.ndarray]] = {}
+        self._layers: dict[tuple[str, str, int], np.ndarray] = {}
+
+    def standardizer(self, pooling: str, layer: int) -> Standardizer:
+        key = (pooling, layer)
+        if key not in self._std:
+            self._std[key] = Standardizer.fit(self.features.get("train", pooling, layer))
+        return self._std[key]
+
+    def layer(self, split: str, pooling: str, layer: int) -> np.ndarray:
+        key = (split, pooling, layer)
+        if key not in self._layers:
+            self._layers[key] = self.standardizer(pooling, layer)(self.features.get(split, pooling, layer))
+        return self._layers[key]
+
+    def mix_weights(self, cand: Candidate) -> np.ndarray | None:
+        if cand.combine != "scalarmix":
+            return None
+        key = (cand.pooling, cand.layers)
+        if key not in self._mix:
+            parts = [self.layer("train", cand.pooling, la) for la in cand.layers]
+            self._mix[key] = learn_scalar_mix(parts, self.y["train"], self.n_classes)
+        return self._mix[key]
+
+    def inputs(self, cand: Candidate, split: str) -> np.ndarray:
+        key = cand.feature_key
+        cached = self._combined.setdefault(key, {})
+        if split not in cached:
+            parts = [self.layer(split, cand.pooling, la) for la in cand.layers]
+            cached[split] = combine(parts, cand.combine, self.mix_weights(cand))
+        return cached[split]
+
+    def forget(self, keep_keys: set) -> None:
+        """Drop combined inputs no longer needed (SST-2 concatenations are ~300 MB each)."""
+        for key in list(self._combined):
+            if key not in keep_keys:
+                del self._combined[key]
+
+
+@dataclass
+class FittedCandidate:
+    candidate: Candidate
+    head: Head
+    standardizers: list[Standardizer]
+    mix: np.ndarray | None
+    val_acc: float
+    fit_seconds: float
+
+    def evaluate(self, bank: FeatureBank, split: str) -> tuple[float, float]:
+        x = bank.inputs(self.candidate, split)
+        pred = self.head.predict(x)
+        y = bank.y[split]
+        return accuracy(pred, y), macro_f1(pred, y, bank.n_classes)
+
+    def save(self, path: Path) -> None:
+        """Everything an exporter needs to rebuild the feature path and head, as safetensors."""
+        from safetensors.numpy import save_file
+
+        tensors = {}
+        for i, (layer, std) in enumerate(zip(self.candidate.layers, self.standardizers, strict=True)):
+            tensors[f"std.{i}.mean"], tensors[f"std.{i}.std"] = std.mean, std.std
+            assert layer == self.candidate.layers[i]
+        if self.mix is not None:
+            tensors["mix"] = self.mix
+        for i, layer in enumerate(self.head.layers):
+            tensors[f"head.{i}.weight"], tensors[f"head.{i}.bias"] = layer.weight, layer.bias
+        meta = {"candidate": json.dumps(self.candidate.to_dict()),
+                "activations": json.dumps([la.activation for la in self.head.layers]),
+                "val_acc": str(self.val_acc)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+@dataclass(frozen=True)
+class SavedHead:
+    """A fitted candidate read back from disk, independent of the feature bank."""
+
+    candidate: Candidate
+    standardizers: list[Standardizer]
+    mix: np.ndarray | None
+    layers: list[DenseLayer]
+    val_acc: float
+
+    @classmethod
+    def load(cls, path: Path) -> SavedHead:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata()
+            t = {k: fh.get_tensor(k) for k in fh.keys()}
+        cand = Candidate.from_dict(json.loads(meta["candidate"]))
+        acts = json.loads(meta["activations"])
+        stds = [Standardizer(t[f"std.{i}.mean"], t[f"std.{i}.std"]) for i in range(len(cand.layers))]
+        layers = [DenseLayer(t[f"head.{i}.weight"], t[f"head.{i}.bias"], acts[i]) for i in range(len(acts))]
+        return cls(cand, stds, t.get("mix"), layers, float(meta["val_acc"]))
+
+
+def fit_candidate(cand: Candidate, bank: FeatureBank, seed: int = 0) -> FittedCandidate:
+    import time
+
+    started = time.perf_counter()
+    x = bank.inputs(cand, "train")
+    head = make_head(cand.head, cand.head_size, seed).fit(x, bank.y["train"], bank.n_classes)
+    val = accuracy(head.predict(bank.inputs(cand, "validation")), bank.y["validation"])
+    stds = [bank.standardizer(cand.pooling, la) for la in cand.layers]
+    return FittedCandidate(cand, head, stds, bank.mix_weights(cand), val, time.perf_counter() - started)
