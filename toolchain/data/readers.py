@@ -45,6 +45,12 @@ def read_text(path: Path, encoding: str) -> str:
         raise DatasetError(f"{path}: unknown encoding '{encoding}' in the dataset spec") from exc
 
 
+def _lines(text: str) -> list[str]:
+    """Physical lines. Not str.splitlines(), which also breaks at U+2028, U+0085 (a Latin-1 byte)
+    and other characters that may sit inside a text or a JSON string."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def _column(header: list[str], field: str, path: Path, role: str) -> int:
     if field not in header:
         raise DatasetError(
@@ -56,13 +62,17 @@ def _column(header: list[str], field: str, path: Path, role: str) -> int:
 
 def _read_table(spec: DatasetSpec, path: Path, text: str, delimiter: str, quoting: int) -> Rows:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    rows = list(reader)
+    # (first physical line, row): a quoted field may span lines, so rows are not lines.
+    rows, line = [], 1
+    for row in reader:
+        rows.append((line, row))
+        line = reader.line_num + 1
     if spec.header:
-        header, body, first = rows[0], rows[1:], 2
+        header, body = rows[0][1], rows[1:]
         ti = _column(header, spec.text_field, path, "text")
         li = _column(header, spec.label_field, path, "label")
     else:
-        body, first = rows, 1
+        body = rows
         try:
             ti, li = int(spec.text_field), int(spec.label_field)
         except ValueError as exc:
@@ -70,7 +80,7 @@ def _read_table(spec: DatasetSpec, path: Path, text: str, delimiter: str, quotin
                 f"{path}: header = false needs text_field and label_field as column numbers"
             ) from exc
     texts, labels, lines = [], [], []
-    for n, row in enumerate(body, start=first):
+    for n, row in body:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) <= max(ti, li):
@@ -86,7 +96,7 @@ def _read_table(spec: DatasetSpec, path: Path, text: str, delimiter: str, quotin
 
 def _read_jsonl(spec: DatasetSpec, path: Path, text: str) -> Rows:
     texts, labels, lines = [], [], []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -104,7 +114,7 @@ def _read_jsonl(spec: DatasetSpec, path: Path, text: str) -> Rows:
 
 def _read_prefixed(spec: DatasetSpec, path: Path, text: str) -> Rows:
     texts, labels, lines = [], [], []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         label, _, body = line.strip().partition(" ")
