@@ -1,0 +1,101 @@
+"""Forward-only schema migrations of the measurement database.
+
+Like simonw/llm: an ordered list of numbered migrations and a ``_migrations`` table recording
+which ran and when. A migration is never edited once released; change the schema by appending
+a new one. Each migration runs inside the caller's ``BEGIN IMMEDIATE`` transaction, together with
+its ``_migrations`` row, so it is applied completely or not at all, and exactly once even when
+several processes open a new database at the same time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(number: int):
+    def register(fn: Callable[[sqlite3.Connection], None]):
+        if MIGRATIONS and number != MIGRATIONS[-1].number + 1:
+            raise RuntimeError(f"migration {fn.__name__}: numbers must be consecutive")
+        MIGRATIONS.append(Migration(number, fn.__name__, fn))
+        return fn
+
+    return register
+
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS _migrations (
+    number INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)
+"""
+
+
+@migration(1)
+def m001_records(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE records (
+            record_id TEXT PRIMARY KEY,
+            recorded_at TEXT NOT NULL,
+            target TEXT NOT NULL,
+            target_hash TEXT NOT NULL,
+            candidate_id TEXT NOT NULL,
+            candidate_json TEXT NOT NULL,
+            precision TEXT NOT NULL,
+            recipe TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            runtime_version TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            codesign_version TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            warmup INTEGER NOT NULL,
+            iterations INTEGER NOT NULL,
+            latency_ms_samples_json TEXT NOT NULL,
+            peak_rss_bytes INTEGER NOT NULL,
+            model_bytes INTEGER NOT NULL,
+            load_ms REAL NOT NULL,
+            input_crc TEXT NOT NULL,
+            emulated INTEGER NOT NULL CHECK (emulated IN (0, 1)),
+            instructions_json TEXT NOT NULL,
+            predicted_latency_ms REAL,
+            host_json TEXT NOT NULL,
+            run_id TEXT NOT NULL
+        )
+    """)
+    db.execute("CREATE INDEX idx_records_target ON records (target, emulated)")
+    db.execute("CREATE INDEX idx_records_candidate ON records (candidate_id, target)")
+    db.execute("CREATE INDEX idx_records_run ON records (run_id)")
+
+
+@migration(2)
+def m002_profile_progress(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE profile_sessions (
+            session_id TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            planned_json TEXT NOT NULL,
+            finished_at TEXT
+        )
+    """)
+    db.execute("""
+        CREATE TABLE profile_progress (
+            session_id TEXT NOT NULL,
+            candidate_id TEXT NOT NULL,
+            done_at TEXT NOT NULL,
+            PRIMARY KEY (session_id, candidate_id)
+        )
+    """)
