@@ -85,6 +85,16 @@ class FeatureCache:
         except (SafetensorError, OSError) as exc:
             raise CacheError(f"{path}: unreadable feature chunk ({exc}); delete {self.directory} to rebuild") from exc
 
+    def recorded_chunk_size(self) -> int | None:
+        """The chunk size this cache was started with (meta.json precedes every chunk), if any."""
+        path = self.directory / "meta.json"
+        if not path.is_file():
+            return None
+        try:
+            return int(json.loads(path.read_text())["chunk_size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CacheError(f"{path}: unreadable cache metadata ({exc}); delete {self.directory} to rebuild") from exc
+
     def write_meta(self, meta: dict) -> None:
         atomic_write_json(self.directory / "meta.json", meta)
 

@@ -60,6 +60,9 @@ def layer_features(
     root = cache_root or codesign_home() / "cache" / "features"
     key = cache_key(model.weights_hash, dataset.fingerprint(), max_length, tuple(poolings))
     cache = FeatureCache(root / key)
+    # Chunks already on disk fix the chunk size: a resumed or reread cache keeps the one it was
+    # started with, whatever CODESIGN_CHUNK_SIZE says now (else chunk i would cover other rows).
+    chunk_size = cache.recorded_chunk_size() or chunk_size
     splits = [s for s in SPLITS if getattr(dataset, s) is not None]
     plan = {s: _chunk_count(len(dataset.split(s)), chunk_size) for s in splits}
     started = time.perf_counter()
