@@ -182,3 +182,17 @@ def test_prediction_report_shares():
     assert prediction_report([])["n"] == 0
     with pytest.raises(ValueError, match="positive"):
         prediction_report([(1.0, 0.0)])
+
+
+def test_leave_one_out_and_recorded_pairs():
+    from toolchain.search.cost_model import leave_one_out_pairs, recorded_pairs
+
+    records = [measure(c, predicted_latency_ms=1.0) for c in grid()]
+    heads = {r.candidate_id: HEAD for r in records}
+    loo = leave_one_out_pairs(records, TARGET, INFOS, SEQ, heads=heads)
+    assert set(loo) == {c.id for c in grid()}
+    for pred, meas in loo.values():  # an exact law is predicted exactly without the point
+        assert pred == pytest.approx(meas, rel=1e-6)
+    assert prediction_report(loo.values())["within_10pct"] == 1.0
+    rec = recorded_pairs(records)
+    assert all(p == 1.0 for p, _ in rec.values()) and len(rec) == len(grid())

@@ -300,6 +300,58 @@ def kendall_tau_b(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return concordant_minus_discordant / denom
 
 
+def _measured_latency(records: Sequence[CostRecord]) -> float | None:
+    samples = [s for r in records for s in r.latency_ms_samples]
+    return median(samples) if samples else None
+
+
+def recorded_pairs(records: Iterable[CostRecord]) -> dict[str, tuple[float, float]]:
+    """candidate id → (latency the cost model predicted before measuring, measured median),
+    from the records' ``predicted_latency_ms`` (the first prediction of each candidate)."""
+    by_cand: dict[str, list[CostRecord]] = defaultdict(list)
+    for r in records:
+        by_cand[r.candidate_id].append(r)
+    out = {}
+    for cid, recs in by_cand.items():
+        preds = [r.predicted_latency_ms for r in recs if r.predicted_latency_ms is not None]
+        measured = _measured_latency(recs)
+        if preds and measured:
+            out[cid] = (preds[0], measured)
+    return out
+
+
+def leave_one_out_pairs(
+    records: Iterable[CostRecord],
+    target_spec: TargetSpec,
+    infos: Mapping[str, BackboneInfo],
+    seq_len: Mapping[tuple[str, int], float],
+    *,
+    heads: Mapping[str, tuple[int, int]] | None = None,
+    include_emulated: bool = False,
+    min_points: int = 3,
+) -> dict[str, tuple[float, float]]:
+    """candidate id → (latency predicted by a model fitted without that candidate, measured
+    median): an honest estimate of the model's error on unmeasured candidates."""
+    heads = heads or {}
+    full = CostModel.fit(records, target_spec, infos, seq_len, heads=heads,
+                         include_emulated=include_emulated, min_points=min_points)
+    out = {}
+    for cid, recs in full.measured.items():
+        measured = _measured_latency(recs)
+        try:
+            cand = Candidate.from_dict(recs[0].candidate)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not measured or cand.backbone not in infos or (cand.backbone, cand.max_length) not in seq_len:
+            continue
+        others = [r for c, rs in full.measured.items() if c != cid for r in rs]
+        model = CostModel.fit(others, target_spec, infos, seq_len, heads=heads,
+                              include_emulated=include_emulated, min_points=min_points)
+        hp, hf = heads.get(cid, (0, 0))
+        out[cid] = (model.predict(cand, hp, hf).latency_ms, measured)
+    return out
+
+
 def prediction_report(pairs: Iterable[tuple[float, float]]) -> dict:
     """How well predictions match measurements: ``{"within_10pct", "within_15pct",
     "kendall_tau", "n", "median_abs_error_pct"}``; shares are in 0..1, None when n = 0."""
