@@ -112,12 +112,19 @@ def resolve_model(name: str | None) -> ModelRef:
 def load_backbone(ref: ModelRef):
     """(tokenizer, model) in eval mode on the CPU, offline."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws its own "Loading weights" bar on stderr; library code stays quiet.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=True)
         model = AutoModel.from_pretrained(ref.path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"backbone '{ref.name}' at {ref.path} could not be loaded: {exc}") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if not tokenizer.is_fast:
         raise ModelLoadError(f"backbone '{ref.name}' has no fast tokenizer (tokenizer.json); it is needed on boards")
     model.eval()
