@@ -48,14 +48,32 @@ def _write_json(out: str | None, payload: dict) -> None:
 
 def _data_options(fn):
     options = [
-        click.option("--dataset", default="trec", show_default=True,
-                     help="Preset (sst2, emotion, trec) or a dataset spec .toml."),
-        click.option("--max-per-class", type=click.IntRange(min=1), default=None,
-                     help="Use only the first N training examples per class (quick runs)."),
-        click.option("--max-eval-per-class", type=click.IntRange(min=1), default=None,
-                     help="Use only the first N validation/test examples per class."),
-        click.option("--json", "json_out", type=str, default=None, metavar="OUT",
-                     help="Write the full result as JSON to OUT ('-' for stdout)."),
+        click.option(
+            "--dataset",
+            default="trec",
+            show_default=True,
+            help="Preset (sst2, emotion, trec) or a dataset spec .toml.",
+        ),
+        click.option(
+            "--max-per-class",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Use only the first N training examples per class (quick runs).",
+        ),
+        click.option(
+            "--max-eval-per-class",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Use only the first N validation/test examples per class.",
+        ),
+        click.option(
+            "--json",
+            "json_out",
+            type=str,
+            default=None,
+            metavar="OUT",
+            help="Write the full result as JSON to OUT ('-' for stdout).",
+        ),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -76,52 +94,116 @@ def baseline() -> None:
 
 
 @baseline.command("finetune")
-@click.option("--model", default="default", show_default=True, help="Backbone: local folder or hub id.")
+@click.option(
+    "--model", default="default", show_default=True, help="Backbone: local folder or hub id."
+)
 @_data_options
-@click.option("--depth", type=click.IntRange(min=0), default=None,
-              help="Fine-tune the backbone truncated at this many layers (default: all).")
-@click.option("--max-train", type=click.IntRange(min=2), default=None,
-              help="Stratified, seeded subsample of train to this size.")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Fine-tune the backbone truncated at this many layers (default: all).",
+)
+@click.option(
+    "--max-train",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Stratified, seeded subsample of train to this size.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak AdamW learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--max-length", type=click.IntRange(min=2), default=64, show_default=True,
-              help="Max tokens per example.")
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=2),
+    default=64,
+    show_default=True,
+    help="Max tokens per example.",
+)
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), default="mean", show_default=True)
-@click.option("--max-steps", type=click.IntRange(min=1), default=None,
-              help="Stop after this many optimisation steps.")
-@click.option("--patience", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Epochs without a better validation accuracy before stopping.")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many optimisation steps.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Epochs without a better validation accuracy before stopping.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def finetune_cmd(model, dataset, max_per_class, max_eval_per_class, json_out, depth, max_train,
-                 epochs, lr, batch_size, max_length, pooling, max_steps, patience, device, seed):
+def finetune_cmd(
+    model,
+    dataset,
+    max_per_class,
+    max_eval_per_class,
+    json_out,
+    depth,
+    max_train,
+    epochs,
+    lr,
+    batch_size,
+    max_length,
+    pooling,
+    max_steps,
+    patience,
+    device,
+    seed,
+):
     """Fine-tune the backbone with a classification head (AdamW, warm-up/decay, early stopping)."""
     from .baselines.finetune import FinetuneConfig, finetune
     from .features.backbone import resolve_model
 
     config = FinetuneConfig(
-        depth=depth, max_train=max_train, epochs=epochs, lr=lr, batch_size=batch_size,
-        max_length=max_length, pooling=pooling, max_steps=max_steps, patience=patience,
-        device=device, seed=seed,
+        depth=depth,
+        max_train=max_train,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        pooling=pooling,
+        max_steps=max_steps,
+        patience=patience,
+        device=device,
+        seed=seed,
     )
     config.check()
     data = _load(dataset, max_per_class, max_eval_per_class)
     result = finetune(data, resolve_model(model), config)
-    _say(json_out, f"fine-tuned {result.model} at depth {result.depth}/{result.full_depth} on "
-               f"{result.dataset} ({result.train_size} train, {result.device})")
-    _say(json_out, f"  val {_pct(result.val_acc)}  test {_pct(result.test_acc)}  "
-               f"macro-F1 {_pct(result.test_macro_f1)}")
-    _say(json_out, f"  {result.epochs_run} epoch(s), best {result.best_epoch}, {result.steps} steps, "
-               f"{result.train_seconds:.1f} s, peak memory {_mib(result.peak_memory_bytes)}")
+    _say(
+        json_out,
+        f"fine-tuned {result.model} at depth {result.depth}/{result.full_depth} on "
+        f"{result.dataset} ({result.train_size} train, {result.device})",
+    )
+    _say(
+        json_out,
+        f"  val {_pct(result.val_acc)}  test {_pct(result.test_acc)}  "
+        f"macro-F1 {_pct(result.test_macro_f1)}",
+    )
+    _say(
+        json_out,
+        f"  {result.epochs_run} epoch(s), best {result.best_epoch}, {result.steps} steps, "
+        f"{result.train_seconds:.1f} s, peak memory {_mib(result.peak_memory_bytes)}",
+    )
     _write_json(json_out, {"baseline": "finetune", **result.to_dict()})
 
 
 @baseline.command("last-layer")
-@click.option("--model", default="default", show_default=True, help="Backbone: local folder or hub id.")
+@click.option(
+    "--model", default="default", show_default=True, help="Backbone: local folder or hub id."
+)
 @_data_options
-@click.option("--max-length", type=click.IntRange(min=2), default=64, show_default=True,
-              help="Max tokens per example.")
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=2),
+    default=64,
+    show_default=True,
+    help="Max tokens per example.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def last_layer_cmd(model, dataset, max_per_class, max_eval_per_class, json_out, max_length, seed):
     """The classic feature extractor: last layer's [CLS] and mean into softmax regression."""
@@ -131,11 +213,17 @@ def last_layer_cmd(model, dataset, max_per_class, max_eval_per_class, json_out, 
     data = _load(dataset, max_per_class, max_eval_per_class)
     result = last_layer_baseline(data, resolve_model(model), max_length=max_length, seed=seed)
     source = "cache" if result.features_from_cache else "extracted"
-    _say(json_out, f"last layer ({result.depth}) of {result.model} on {result.dataset} "
-               f"({result.train_size} train); features {source} in {result.extract_seconds:.1f} s")
+    _say(
+        json_out,
+        f"last layer ({result.depth}) of {result.model} on {result.dataset} "
+        f"({result.train_size} train); features {source} in {result.extract_seconds:.1f} s",
+    )
     for s in result.scores.values():
-        _say(json_out, f"  {s.pooling:<4}  val {_pct(s.val_acc)}  test {_pct(s.test_acc)}  "
-                   f"macro-F1 {_pct(s.test_macro_f1)}  head fit {s.fit_seconds:.2f} s")
+        _say(
+            json_out,
+            f"  {s.pooling:<4}  val {_pct(s.val_acc)}  test {_pct(s.test_acc)}  "
+            f"macro-F1 {_pct(s.test_macro_f1)}  head fit {s.fit_seconds:.2f} s",
+        )
     _write_json(json_out, {"baseline": "last-layer", **result.to_dict()})
 
 
@@ -146,6 +234,9 @@ def majority_cmd(dataset, max_per_class, max_eval_per_class, json_out):
     from .baselines.majority import majority_baseline
 
     result = majority_baseline(_load(dataset, max_per_class, max_eval_per_class))
-    _say(json_out, f"majority class '{result.label}' on {result.dataset}: val {_pct(result.val_acc)}  "
-               f"test {_pct(result.test_acc)}  macro-F1 {_pct(result.test_macro_f1)}")
+    _say(
+        json_out,
+        f"majority class '{result.label}' on {result.dataset}: val {_pct(result.val_acc)}  "
+        f"test {_pct(result.test_acc)}  macro-F1 {_pct(result.test_macro_f1)}",
+    )
     _write_json(json_out, {"baseline": "majority", **result.to_dict()})

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 # Disjoint word sets per class: a bag-of-words model separates them perfectly.
 CLASS_WORDS = {
@@ -37,8 +42,12 @@ def tiny_bert(tmp_path_factory) -> Path:
         shutil.copy(src / name, folder / name)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
     return folder

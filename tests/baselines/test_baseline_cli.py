@@ -24,11 +24,33 @@ def cli():
 
 def test_finetune_command_writes_json(cli, tiny_bert, toy_spec, tmp_path):
     out = tmp_path / "out" / "ft.json"
-    result = CliRunner().invoke(cli, [
-        "baseline", "finetune", "--model", str(tiny_bert), "--dataset", str(toy_spec), "--depth", "1",
-        "--max-train", "60", "--epochs", "1", "--lr", "1e-3", "--max-length", "16", "--seed", "3",
-        "--device", "cpu", "--json", str(out),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "baseline",
+            "finetune",
+            "--model",
+            str(tiny_bert),
+            "--dataset",
+            str(toy_spec),
+            "--depth",
+            "1",
+            "--max-train",
+            "60",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--max-length",
+            "16",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "depth 1/2" in result.output and "test" in result.output
     data = json.loads(out.read_text())
@@ -40,10 +62,23 @@ def test_finetune_command_writes_json(cli, tiny_bert, toy_spec, tmp_path):
 
 
 def test_last_layer_command_json_to_stdout(cli, tiny_bert, toy_spec):
-    result = CliRunner().invoke(cli, [
-        "baseline", "last-layer", "--model", str(tiny_bert), "--dataset", str(toy_spec),
-        "--max-per-class", "20", "--max-length", "16", "--json", "-",
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "baseline",
+            "last-layer",
+            "--model",
+            str(tiny_bert),
+            "--dataset",
+            str(toy_spec),
+            "--max-per-class",
+            "20",
+            "--max-length",
+            "16",
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["baseline"] == "last-layer" and data["train_size"] == 60
@@ -57,8 +92,18 @@ def test_majority_command(cli, toy_spec):
 
 
 def test_errors_propagate_to_the_main_cli(cli, tiny_bert, toy_spec):
-    result = CliRunner().invoke(cli, [
-        "baseline", "finetune", "--model", str(tiny_bert), "--dataset", str(toy_spec), "--depth", "7",
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "baseline",
+            "finetune",
+            "--model",
+            str(tiny_bert),
+            "--dataset",
+            str(toy_spec),
+            "--depth",
+            "7",
+        ],
+    )
     assert isinstance(result.exception, ConfigError)
     assert "depth 7" in str(result.exception)

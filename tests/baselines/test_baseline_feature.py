@@ -34,8 +34,14 @@ def _split(labels):
 
 
 def test_majority_equals_majority_share():
-    ds = Dataset("m", ("a", "b", "c"), _split([0, 1, 1, 1, 2, 1]), _split([1, 1, 0, 2]),
-                 _split([1, 0, 0, 2, 1, 1, 1, 2]), False)
+    ds = Dataset(
+        "m",
+        ("a", "b", "c"),
+        _split([0, 1, 1, 1, 2, 1]),
+        _split([1, 1, 0, 2]),
+        _split([1, 0, 0, 2, 1, 1, 1, 2]),
+        False,
+    )
     r = majority_baseline(ds)
     assert r.label == "b"
     assert r.train_share == pytest.approx(4 / 6)
@@ -46,7 +52,9 @@ def test_majority_equals_majority_share():
 
 
 def test_majority_without_test_split(toy_dataset):
-    ds = Dataset("m", toy_dataset.label_names, toy_dataset.train, toy_dataset.validation, None, False)
+    ds = Dataset(
+        "m", toy_dataset.label_names, toy_dataset.train, toy_dataset.validation, None, False
+    )
     r = majority_baseline(ds)
     assert r.test_acc is None and r.test_macro_f1 is None
     assert r.val_acc == pytest.approx(1 / 3)

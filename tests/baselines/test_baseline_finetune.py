@@ -42,7 +42,9 @@ def test_one_step_moves_loss_and_weights(tiny_bert, toy_dataset):
     def loss_now() -> float:
         net.eval()
         with torch.no_grad():
-            return float(torch.nn.functional.cross_entropy(ft._logits(net, input_ids, mask, "mean"), y))
+            return float(
+                torch.nn.functional.cross_entropy(ft._logits(net, input_ids, mask, "mean"), y)
+            )
 
     start = loss_now()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
@@ -53,13 +55,23 @@ def test_one_step_moves_loss_and_weights(tiny_bert, toy_dataset):
     assert after < start - 1e-3
     after_state = net.state_dict()
     assert not torch.equal(before["head.weight"], after_state["head.weight"])
-    assert not torch.equal(before["backbone.encoder.layer.1.output.dense.weight"],
-                           after_state["backbone.encoder.layer.1.output.dense.weight"])
+    assert not torch.equal(
+        before["backbone.encoder.layer.1.output.dense.weight"],
+        after_state["backbone.encoder.layer.1.output.dense.weight"],
+    )
 
 
 def test_finetune_beats_chance_on_separable_toy_set(tiny_bert, toy_dataset):
-    config = FinetuneConfig(epochs=4, lr=3e-3, batch_size=16, max_length=16, patience=4, seed=0,
-                            device="cpu", log_every=4)
+    config = FinetuneConfig(
+        epochs=4,
+        lr=3e-3,
+        batch_size=16,
+        max_length=16,
+        patience=4,
+        seed=0,
+        device="cpu",
+        log_every=4,
+    )
     result = finetune(toy_dataset, resolve_model(str(tiny_bert)), config)
     chance = 1 / toy_dataset.n_classes
     assert result.test_acc >= 0.8 > chance + 0.4, result
@@ -118,8 +130,11 @@ def test_early_stopping_restores_best_epoch(tiny_bert, toy_dataset, monkeypatch)
         return real_predict(net, ids, pad_id, pooling, batch_size, device)
 
     monkeypatch.setattr(ft, "predict", scripted)
-    result = finetune(toy_dataset, resolve_model(str(tiny_bert)),
-                      FinetuneConfig(epochs=3, max_length=16, lr=1e-3, device="cpu"))
+    result = finetune(
+        toy_dataset,
+        resolve_model(str(tiny_bert)),
+        FinetuneConfig(epochs=3, max_length=16, lr=1e-3, device="cpu"),
+    )
     assert result.val_curve == [1.0, 0.0]
     assert result.epochs_run == 2 and result.best_epoch == 1 and result.stopped_early
     assert result.val_acc == 1.0
@@ -127,8 +142,11 @@ def test_early_stopping_restores_best_epoch(tiny_bert, toy_dataset, monkeypatch)
 
 
 def test_max_train_subsamples_stratified(tiny_bert, toy_dataset):
-    result = finetune(toy_dataset, resolve_model(str(tiny_bert)),
-                      FinetuneConfig(max_train=30, epochs=1, max_length=16, device="cpu"))
+    result = finetune(
+        toy_dataset,
+        resolve_model(str(tiny_bert)),
+        FinetuneConfig(max_train=30, epochs=1, max_length=16, device="cpu"),
+    )
     assert result.train_size == 30
     assert result.steps == 1
 

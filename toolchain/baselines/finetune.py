@@ -63,7 +63,14 @@ class FinetuneConfig:
             problems.append(f"depth {self.depth} must be 0 or more")
         if self.max_train is not None and self.max_train < 2:
             problems.append(f"max_train {self.max_train} must be at least 2")
-        for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "patience", "log_every"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "max_length",
+            "patience",
+            "log_every",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -102,13 +109,16 @@ class FinetuneResult:
     best_epoch: int  # 1-based
     steps: int
     stopped_early: bool
-    train_seconds: float  # optimisation plus the per-epoch validation passes
+    train_seconds: float  # wall time: optimisation plus the per-epoch validation passes
+    train_cpu_seconds: float  # process CPU time of the same (all threads); robust to a busy host
     test_seconds: float
     peak_memory_bytes: int
     peak_memory_source: str  # cuda_max_allocated | rss_hwm (reset at start) | rss_hwm_process
     backbone_params: int
     head_params: int
-    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last)
+    loss_curve: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (step, mean loss since last)
     val_curve: list[float] = field(default_factory=list)  # validation accuracy per epoch
     config: dict = field(default_factory=dict)
 
@@ -178,7 +188,9 @@ def truncate_backbone(model, depth: int):
     parent, name, layers = found
     n = len(layers)
     if not 0 <= depth <= n:
-        raise ConfigError(f"depth {depth} is outside this backbone's 0..{n} layers; pick a depth in that range")
+        raise ConfigError(
+            f"depth {depth} is outside this backbone's 0..{n} layers; pick a depth in that range"
+        )
     setattr(parent, name, layers[:depth])
     model.config.num_hidden_layers = depth
     if getattr(model.config, "layer_types", None) is not None:
@@ -194,9 +206,13 @@ def _resolve_device(device: str):
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ConfigError(f"device '{device}' is not a torch device; use auto, cpu or cuda") from exc
+        raise ConfigError(
+            f"device '{device}' is not a torch device; use auto, cpu or cuda"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}': no CUDA device is available here; use --device cpu or auto")
+        raise ConfigError(
+            f"device '{device}': no CUDA device is available here; use --device cpu or auto"
+        )
     return dev
 
 
@@ -239,7 +255,9 @@ class _PeakMemory:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _train_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _train_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Shuffled, length-bucketed batches: shuffle, sort within pools of 50 batches by length,
     cut into batches, shuffle the batches (so padding stays small and order stays random)."""
     order = rng.permutation(len(lengths))
@@ -271,7 +289,9 @@ def _to_tensors(ids, batch, pad_id, device):
     return torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def predict(net, ids: list[list[int]], pad_id: int, pooling: str, batch_size: int, device) -> np.ndarray:
+def predict(
+    net, ids: list[list[int]], pad_id: int, pooling: str, batch_size: int, device
+) -> np.ndarray:
     """Class predictions for tokenized inputs, in input order."""
     import torch
 
@@ -291,11 +311,16 @@ def _param_groups(net, weight_decay: float):
         if not p.requires_grad:
             continue
         (no_decay if name.endswith(_NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
-def training_step(net, optimizer, input_ids, mask, labels, pooling: str, max_grad_norm: float = 1.0) -> float:
-    """One optimisation step on one batch (net in train mode); returns the batch's loss before it."""
+def training_step(
+    net, optimizer, input_ids, mask, labels, pooling: str, max_grad_norm: float = 1.0
+) -> float:
+    """One optimisation step on one batch (net in train mode); returns the loss before it."""
     import torch
 
     logits = _logits(net, input_ids, mask, pooling)
@@ -328,7 +353,9 @@ def build_classifier(model, n_classes: int, dropout: float, seed: int):
     with torch.no_grad():
         head.weight.normal_(0.0, getattr(model.config, "initializer_range", 0.02), generator=gen)
         head.bias.zero_()
-    return torch.nn.ModuleDict({"backbone": model, "dropout": torch.nn.Dropout(dropout), "head": head})
+    return torch.nn.ModuleDict(
+        {"backbone": model, "dropout": torch.nn.Dropout(dropout), "head": head}
+    )
 
 
 def _subsample(split: Split, max_train: int | None, seed: int) -> Split:
@@ -338,7 +365,9 @@ def _subsample(split: Split, max_train: int | None, seed: int) -> Split:
     return Split(tuple(split.texts[i] for i in idx), split.labels[idx])
 
 
-def finetune(dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = None) -> FinetuneResult:
+def finetune(
+    dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = None
+) -> FinetuneResult:
     """Fine-tune ``model`` (truncated at ``config.depth`` when set) on ``dataset``; restore the
     epoch with the best validation accuracy and evaluate it on test."""
     import torch
@@ -348,8 +377,8 @@ def finetune(dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = 
     train = _subsample(dataset.train, config.max_train, config.seed)
     if len(np.unique(train.labels)) < 2:
         raise DatasetError(
-            f"dataset '{dataset.name}': the fine-tuning train set of {len(train)} has a single class; "
-            "raise --max-train or use more training data"
+            f"dataset '{dataset.name}': the fine-tuning train set of {len(train)} has a single "
+            "class; raise --max-train or use more training data"
         )
     device = _resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -375,22 +404,31 @@ def finetune(dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = 
     rng = np.random.default_rng(config.seed)
     memory = _PeakMemory(device)
     memory.start()
-    log.info("fine-tuning %s (depth %d of %d) on %s: %d train, %d steps on %s",
-             model.name, depth, full_depth, dataset.name, len(train_ids), total, device)
+    log.info(
+        "fine-tuning %s (depth %d of %d) on %s: %d train, %d steps on %s",
+        model.name,
+        depth,
+        full_depth,
+        dataset.name,
+        len(train_ids),
+        total,
+        device,
+    )
 
     loss_curve: list[tuple[int, float]] = []
     val_curve: list[float] = []
     best_acc, best_epoch, best_state, bad = -1.0, 0, None, 0
     step, running, running_n, stopped_early = 0, 0.0, 0, False
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     epochs_run = 0
     with progress_bar(f"fine-tuning {model.name} (depth {depth})", total) as advance:
         for epoch in range(1, config.epochs + 1):
             net.train()
             for batch in _train_batches(lengths, config.batch_size, rng):
                 input_ids, mask = _to_tensors(train_ids, batch, pad_id, device)
-                loss = training_step(net, optimizer, input_ids, mask, y_train[batch].to(device),
-                                     config.pooling)
+                loss = training_step(
+                    net, optimizer, input_ids, mask, y_train[batch].to(device), config.pooling
+                )
                 scheduler.step()
                 step += 1
                 running += loss
@@ -411,7 +449,9 @@ def finetune(dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = 
             log.info("epoch %d: validation accuracy %.4f (step %d)", epoch, val_acc, step)
             if val_acc > best_acc:
                 best_acc, best_epoch, bad = val_acc, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()
+                }
             else:
                 bad += 1
                 if bad >= config.patience:
@@ -420,9 +460,12 @@ def finetune(dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = 
             if step >= total:
                 break
     train_seconds = time.perf_counter() - started
+    train_cpu_seconds = time.process_time() - cpu_started
     if best_epoch != epochs_run:
         net.load_state_dict(best_state)
-        log.info("restored the weights of epoch %d (validation accuracy %.4f)", best_epoch, best_acc)
+        log.info(
+            "restored the weights of epoch %d (validation accuracy %.4f)", best_epoch, best_acc
+        )
 
     test_acc = test_f1 = None
     test_started = time.perf_counter()
@@ -437,15 +480,31 @@ def finetune(dataset: Dataset, model: ModelRef, config: FinetuneConfig | None = 
     cfg["threads"] = torch.get_num_threads() if device.type == "cpu" else None
     cfg["cpu_count"] = os.cpu_count()
     return FinetuneResult(
-        model=model.name, dataset=dataset.name, depth=depth, full_depth=full_depth,
-        pooling=config.pooling, max_length=config.max_length, device=str(device),
-        train_size=len(train), validation_size=len(dataset.validation),
+        model=model.name,
+        dataset=dataset.name,
+        depth=depth,
+        full_depth=full_depth,
+        pooling=config.pooling,
+        max_length=config.max_length,
+        device=str(device),
+        train_size=len(train),
+        validation_size=len(dataset.validation),
         test_size=len(dataset.test) if dataset.test is not None else 0,
-        val_acc=best_acc, test_acc=test_acc, test_macro_f1=test_f1, epochs_run=epochs_run,
-        best_epoch=best_epoch, steps=step, stopped_early=stopped_early,
-        train_seconds=train_seconds, test_seconds=test_seconds, peak_memory_bytes=peak,
+        val_acc=best_acc,
+        test_acc=test_acc,
+        test_macro_f1=test_f1,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        steps=step,
+        stopped_early=stopped_early,
+        train_seconds=train_seconds,
+        train_cpu_seconds=train_cpu_seconds,
+        test_seconds=test_seconds,
+        peak_memory_bytes=peak,
         peak_memory_source=memory.source,
         backbone_params=sum(p.numel() for p in net["backbone"].parameters()),
         head_params=sum(p.numel() for p in net["head"].parameters()),
-        loss_curve=loss_curve, val_curve=val_curve, config=cfg,
+        loss_curve=loss_curve,
+        val_curve=val_curve,
+        config=cfg,
     )

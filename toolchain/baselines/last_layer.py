@@ -72,16 +72,23 @@ def last_layer_baseline(
     y_train = dataset.train.labels
     has_test = dataset.test is not None
     result = LastLayerResult(
-        model=model.name, dataset=dataset.name, depth=last, max_length=max_length,
-        softmax_size=softmax_size, train_size=len(dataset.train),
-        validation_size=len(dataset.validation), test_size=len(dataset.test) if has_test else 0,
-        extract_seconds=feats.extract_seconds, features_from_cache=feats.extracted_chunks == 0,
+        model=model.name,
+        dataset=dataset.name,
+        depth=last,
+        max_length=max_length,
+        softmax_size=softmax_size,
+        train_size=len(dataset.train),
+        validation_size=len(dataset.validation),
+        test_size=len(dataset.test) if has_test else 0,
+        extract_seconds=feats.extract_seconds,
+        features_from_cache=feats.extracted_chunks == 0,
     )
     for pooling in poolings:
         started = time.perf_counter()
         std = Standardizer.fit(feats.get("train", pooling, last))
-        head = SoftmaxRegression(softmax_size, seed).fit(std(feats.get("train", pooling, last)),
-                                                         y_train, dataset.n_classes)
+        head = SoftmaxRegression(softmax_size, seed).fit(
+            std(feats.get("train", pooling, last)), y_train, dataset.n_classes
+        )
         fit_seconds = time.perf_counter() - started
         val_pred = head.predict(std(feats.get("validation", pooling, last)))
         y_val = dataset.validation.labels
@@ -91,8 +98,11 @@ def last_layer_baseline(
             test_acc = accuracy(test_pred, dataset.test.labels)
             test_f1 = macro_f1(test_pred, dataset.test.labels, dataset.n_classes)
         result.scores[pooling] = PoolingScores(
-            pooling=pooling, val_acc=accuracy(val_pred, y_val),
+            pooling=pooling,
+            val_acc=accuracy(val_pred, y_val),
             val_macro_f1=macro_f1(val_pred, y_val, dataset.n_classes),
-            test_acc=test_acc, test_macro_f1=test_f1, fit_seconds=fit_seconds,
+            test_acc=test_acc,
+            test_macro_f1=test_f1,
+            fit_seconds=fit_seconds,
         )
     return result

@@ -38,7 +38,11 @@ def majority_baseline(dataset: Dataset) -> MajorityResult:
     if dataset.test is not None:
         test_acc, test_f1 = scores(dataset.test.labels)
     return MajorityResult(
-        dataset=dataset.name, label=dataset.label_names[cls],
-        train_share=float(counts[cls] / counts.sum()), val_acc=val_acc, val_macro_f1=val_f1,
-        test_acc=test_acc, test_macro_f1=test_f1,
+        dataset=dataset.name,
+        label=dataset.label_names[cls],
+        train_share=float(counts[cls] / counts.sum()),
+        val_acc=val_acc,
+        val_macro_f1=val_f1,
+        test_acc=test_acc,
+        test_macro_f1=test_f1,
     )
