@@ -101,3 +101,9 @@ def write_toy_dataset(folder: Path, n_train: int = 24, n_eval: int = 8) -> Path:
 def toy_spec(tmp_path_factory) -> Path:
     """A small, separable, deterministic dataset (48 train / 16 dev / 16 test) as a spec file."""
     return write_toy_dataset(tmp_path_factory.mktemp("toy-data"))
+
+
+@pytest.fixture(scope="session")
+def toy_rows():
+    """``toy_rows(n_per_class, offset=0)`` → deterministic separable (text, label) pairs."""
+    return toy_examples

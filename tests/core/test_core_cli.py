@@ -207,3 +207,35 @@ def test_default_run_on_a_trec_slice(tmp_path, monkeypatch):
     assert board["validation_carved"] is True
     assert {r["layer"] for r in board["per_layer"]} == set(range(7))
     assert board["baseline"]["depth"] == 6
+
+
+# --- the library under the CLI -------------------------------------------------------------------
+
+
+def test_run_without_a_test_split_reports_none(tiny_bert, toy_rows, tmp_path):
+    from toolchain.pipeline import RunConfig, run
+
+    rows = toy_rows(12)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    spec = tmp_path / "notest.toml"
+    spec.write_text('format = "jsonl"\ntrain = "train.jsonl"\nvalidation_fraction = 0.25\n')
+    run_dir, board = run(RunConfig(models=(str(tiny_bert),), dataset=str(spec), max_combinations=3,
+                                   run_dir=str(tmp_path / "r")))
+    assert board["validation_carved"] and "test" not in board["split_sizes"]
+    assert board["split_sizes"] == {"train": 18, "validation": 6}
+    assert board["baseline"]["test_acc"] is None
+    assert all("test_acc" not in c for c in board["candidates"])
+    assert (run_dir / "report.md").is_file() and (run_dir / "pareto.png").is_file()
+
+
+@pytest.mark.xfail(strict=True, reason="pipeline.extract keys backbones by folder name: a second folder "
+                   "with the same name silently replaces the first (see the core tests' report)")
+def test_two_backbone_folders_with_the_same_name_are_not_silently_merged(tiny_bert, tiny_bert_3, toy_spec, tmp_path):
+    import shutil
+
+    other = tmp_path / "elsewhere" / "tiny"
+    shutil.copytree(tiny_bert_3, other)
+    result = CliRunner().invoke(main, ["extract", "--model", str(tiny_bert), "--model", str(other),
+                                       "--dataset", str(toy_spec)])
+    # Either a clear error, or both backbones searched.
+    assert result.exit_code == 2 or result.output.count("tiny") >= 2, result.output
