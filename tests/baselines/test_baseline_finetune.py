@@ -63,11 +63,11 @@ def test_one_step_moves_loss_and_weights(tiny_bert, toy_dataset):
 
 def test_finetune_beats_chance_on_separable_toy_set(tiny_bert, toy_dataset):
     config = FinetuneConfig(
-        epochs=4,
+        epochs=2,
         lr=3e-3,
         batch_size=16,
         max_length=16,
-        patience=4,
+        patience=2,
         seed=0,
         device="cpu",
         log_every=4,
