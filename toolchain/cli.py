@@ -183,5 +183,105 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
         _render_selection(Path(run_dir), board)
 
 
+@main.command("profile")
+@click.option("--target", default="host", show_default=True, help="Target name or .toml path.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Run to profile (default: the latest under $CODESIGN_HOME/runs).")
+@click.option("--top", "top_k", type=int, default=4, show_default=True,
+              help="Measure at most this many front candidates per round.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Co-design loop rounds.")
+@click.option("--precision", "precisions", multiple=True, default=("fp32", "int8-dynamic"),
+              show_default=True, help="Precisions to export and measure.")
+@click.option("--emulate", is_flag=True, help="Use the target's emulation even if it is reachable.")
+@click.option("--max-latency-ms", type=float, default=None)
+@click.option("--max-model-mb", type=float, default=None)
+@click.option("--iterations", type=int, default=60, show_default=True)
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--run-if-missing", is_flag=True, help="Run the default 'codesign run' first when no run exists.")
+@handle_errors
+def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency_ms, max_model_mb,
+                iterations, warmup, run_if_missing) -> None:
+    """Measure a run's front on a target and refit the cost model until the selection settles.
+
+    \b
+    Examples:
+      codesign profile --target host
+      codesign profile --target rpi4 --emulate --top 3
+      make profile TARGET=rpi4
+    """
+    from .paths import codesign_home
+    from .report.write import latest_run
+    from .search.loop import co_design
+    from .store.db import RecordStore
+    from .target.registry import open_target
+
+    if run_dir is None:
+        found = latest_run(codesign_home())
+        if found is None:
+            if not run_if_missing:
+                from .errors import RunDirError
+
+                raise RunDirError(f"no run under {codesign_home() / 'runs'}; run 'codesign run' first "
+                                  "or pass --run-if-missing")
+            from .pipeline import RunConfig, run
+
+            found, _ = run(RunConfig())
+        run_dir = found
+    tgt = open_target(target, emulate=emulate)
+    with RecordStore() as store:
+        summary = co_design(Path(run_dir), tgt, store, rounds=rounds, top_k=top_k, precisions=precisions,
+                            max_latency_ms=max_latency_ms, max_model_mb=max_model_mb,
+                            warmup=warmup, iterations=iterations)
+    _render_loop(Path(run_dir), summary)
+
+
+def _render_loop(run_dir: Path, summary: dict) -> None:
+    rows = {r["id"]: r for r in summary["variants"]}
+    click.echo(f"run: {run_dir}  target: {summary['target']}  rounds: {len(summary['rounds'])}")
+    sel = rows.get(summary["selected"]) if summary["selected"] else None
+    if sel is None:
+        click.echo("no candidate meets the budgets")
+        return
+    cost = sel["cost"]
+    click.echo(f"selected {sel['id']} (base {sel['base_id']}): depth {sel['depth']} {sel['precision']} "
+               f"val {100 * sel['val_acc']:.1f}% ({sel['acc_source']})")
+    if "measured" in sel:
+        m = sel["measured"]
+        lo, hi = m["spread_ms_p10_p90"]
+        click.echo(f"  measured on {summary['target']}: median {m['latency_ms_median']:.2f} ms "
+                   f"(p10-p90 {lo:.2f}-{hi:.2f}, {m['n_samples']} samples), "
+                   f"{cost['model_bytes'] / 2**20:.1f} MB, peak RSS {cost['peak_ram_bytes'] / 2**20:.0f} MB"
+                   + (" [emulated]" if cost["emulated"] else ""))
+    else:
+        click.echo(f"  predicted: {cost['latency_ms']:.2f} ms, {cost['model_bytes'] / 2**20:.1f} MB")
+    if summary.get("selected_test_acc") is not None:
+        click.echo(f"  test accuracy {100 * summary['selected_test_acc']:.1f}% ({summary['selected_test_source']})")
+    rep = summary.get("prediction_after_loop")
+    if rep:
+        click.echo(f"  cost model after the loop: {100 * rep['within_15pct']:.0f}% within ±15%, "
+                   f"Kendall τ {rep['kendall_tau'] if rep['kendall_tau'] is not None else 'n/a'} (n={rep['n']})")
+
+
+def _adopt(cmd: click.Command) -> click.Command:
+    """Give a command defined in another module the CLI's error handling."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _adopt(sub)
+    elif cmd.callback is not None:
+        cmd.callback = handle_errors(cmd.callback)
+    return cmd
+
+
+def _register() -> None:
+    from .cli_baseline import baseline
+    from .cli_results import results
+    from .cli_targets import targets
+
+    for cmd in (targets, results, baseline):
+        main.add_command(_adopt(cmd))
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

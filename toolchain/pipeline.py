@@ -20,7 +20,6 @@ from .features.layers import LayerFeatures, layer_features
 from .paths import codesign_home
 from .progress import progress_bar
 from .search.candidate import Candidate
-from .search.cost import estimate_cost
 from .search.fit import FeatureBank, FittedCandidate, fit_candidate
 from .search.select import Budgets, pareto_front, select
 from .search.space import DEFAULT_HEADS, SearchSpace
@@ -101,10 +100,10 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
             fitted.append(fit_candidate(cand, bank, config.seed))
             advance()
     search_seconds = time.perf_counter() - started
+    cost_model = _cost_model(target, infos, seq_len, fitted)
     rows = []
     for fc in fitted:
-        key = (fc.candidate.backbone, fc.candidate.max_length)
-        cost = estimate_cost(fc.candidate, infos[key[0]], fc.head.n_params, fc.head.flops, target, seq_len[key])
+        cost = cost_model.predict(fc.candidate, fc.head.n_params, fc.head.flops)
         reasons = budgets.violations(cost)
         rows.append({"fc": fc, "cost": cost, "feasible": not reasons, "infeasible_reasons": reasons})
     front = pareto_front([(r["fc"].val_acc, r["cost"].latency_ms) for r in rows])
@@ -116,6 +115,19 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
             f"{min(r['cost'].latency_ms for r in rows):.2f} ms — relax --max-latency-ms/--max-model-mb"
         )
     return _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
+
+
+def _cost_model(target, infos, seq_len, fitted):
+    """The target's cost model, fitted from its records; the analytic estimate when none exist."""
+    from .search.cost_model import CostModel
+    from .store.db import RecordStore, default_db_path
+
+    records = []
+    if default_db_path().is_file():
+        with RecordStore() as store:
+            records = store.records(target=target.name)
+    heads = {fc.candidate.id: (fc.head.n_params, fc.head.flops) for fc in fitted}
+    return CostModel.fit(records, target, infos, seq_len, heads=heads)
 
 
 def _baseline(rows, ex: Extraction, banks) -> dict:
@@ -134,6 +146,14 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
     has_test = ex.dataset.test is not None
     base = _baseline(rows, ex, banks)
     heads_dir = run_dir / "heads"
+    # Heads kept for export and measurement: the front, the selection, the baseline, and the
+    # best candidate at each depth (so that measured costs can move the selection).
+    best_at_depth: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        d = r["fc"].candidate.depth
+        if d not in best_at_depth or r["fc"].val_acc > rows[best_at_depth[d]]["fc"].val_acc:
+            best_at_depth[d] = i
+    keep = {i for i, f in enumerate(front) if f} | {chosen} | set(best_at_depth.values())
     candidates = []
     for i, r in enumerate(rows):
         fc: FittedCandidate = r["fc"]
@@ -142,7 +162,7 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
                  "cost": r["cost"].to_dict(), "pareto": front[i], "feasible": r["feasible"],
                  "infeasible_reasons": r["infeasible_reasons"], "fit_seconds": round(fc.fit_seconds, 4),
                  "head_params": fc.head.n_params}
-        if front[i] or i == chosen or r is base:
+        if i in keep or r is base:
             if has_test:
                 entry["test_acc"], entry["test_macro_f1"] = fc.evaluate(bank, "test")
             fc.save(heads_dir / f"{fc.candidate.id}.safetensors")
@@ -202,3 +222,30 @@ def candidate_by_id(board: dict, cid: str) -> dict:
 
 def as_candidate(entry: dict) -> Candidate:
     return Candidate.from_dict(entry)
+
+
+def attach_test_accuracy(board: dict, run_dir: Path, summary: dict) -> None:
+    """Test accuracy of the loop's selection, measured from its artefact when there is one."""
+    sel = summary.get("selected")
+    if not sel:
+        return
+    art = run_dir / "artefacts" / sel
+    if not (art / "artefact.json").is_file():
+        base = candidate_by_id(board, summary["selected_base"])
+        summary["selected_test_acc"] = base.get("test_acc")
+        summary["selected_test_source"] = "head (PyTorch)"
+        return
+    import json
+
+    from .data.dataset import load_dataset
+    from .data.presets import resolve_dataset
+    from .export.artefact import artefact_accuracy
+
+    cfg = board["config"]
+    ds = load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))
+    if ds.test is None:
+        return
+    meta = json.loads((art / "artefact.json").read_text())
+    summary["selected_test_acc"] = artefact_accuracy(art / "model.onnx", art, ds.test.texts, ds.test.labels,
+                                                     meta["max_length"])
+    summary["selected_test_source"] = "artefact"

@@ -49,7 +49,7 @@ def combine(parts: list[np.ndarray], kind: str, mix: np.ndarray | None = None) -
 
 
 def learn_scalar_mix(parts: list[np.ndarray], y: np.ndarray, n_classes: int, l2: float = 1e-3,
-                     max_iter: int = 150) -> np.ndarray:
+                     max_iter: int = 60) -> np.ndarray:
     """Softmax-normalised layer weights learned jointly with a softmax-regression probe
     (ELMo's scalar mix). The weights then feed any head."""
     import torch

@@ -13,7 +13,7 @@ from .dense import DenseLayer
 class SmallMLP(Head):
     name = "mlp"
 
-    def __init__(self, size: int, seed: int = 0, max_epochs: int = 40, patience: int = 4,
+    def __init__(self, size: int, seed: int = 0, max_epochs: int = 30, patience: int = 3,
                  lr: float = 1e-3, weight_decay: float = 1e-4, dropout: float = 0.1) -> None:
         super().__init__(size, seed)
         self.max_epochs, self.patience = max_epochs, patience

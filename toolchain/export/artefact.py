@@ -1,0 +1,217 @@
+"""Candidate → validated, optionally quantized ONNX artefact folder.
+
+``<run>/artefacts/<candidate id>/`` holds model.onnx, the tokenizer files, reference.npz (inputs
+and PyTorch's outputs, for self-checks) and artefact.json (what it is, how it was checked, the
+accuracy measured from the artefact itself, and the sha256 of every file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ExportError, QuantizationError, RunDirError
+from ..features.cache import atomic_write_json
+from ..search.candidate import Candidate
+from ..search.fit import SavedHead
+from .quantize import RECIPES, apply_recipe
+from .text_inputs import TOKENIZER_FILES, batched_probs, encode, load_tokenizer, pack
+from .validate import ReferenceSet, compare, ort_session, run_reference, validate_artefact
+
+log = logging.getLogger(__name__)
+OPSET = 17
+N_REFERENCE = 16
+N_CALIBRATION = 64
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _run_context(run_dir: Path, board: dict):
+    """The dataset and backbone a run used, checked against its fingerprint."""
+    from ..data.dataset import load_dataset
+    from ..data.presets import resolve_dataset
+    from ..features.backbone import resolve_model
+
+    cfg = board["config"]
+    dataset = load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))
+    if dataset.fingerprint() != board["dataset_fingerprint"]:
+        raise RunDirError(
+            f"{run_dir}: dataset '{cfg['dataset']}' changed since this run; rerun 'codesign run'"
+        )
+    return dataset, resolve_model
+
+
+def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset) -> tuple[Path, ReferenceSet]:
+    import torch
+
+    from ..features.backbone import load_backbone, resolve_model
+    from .graph import build_module
+
+    ref_model = resolve_model(model_path)
+    tokenizer, model = load_backbone(ref_model)
+    module = build_module(model, saved)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        src = Path(ref_model.path) / name
+        if src.is_file():
+            shutil.copyfile(src, out_dir / name)
+    if not (out_dir / "tokenizer.json").is_file():
+        raise ExportError(f"backbone {ref_model.name}: no tokenizer.json; boards need a fast tokenizer file")
+    tok = load_tokenizer(out_dir, saved.candidate.max_length)
+    input_ids, mask, lengths = pack(encode(tok, dataset.validation.texts[:N_REFERENCE]))
+    with torch.inference_mode():
+        expected = np.stack([
+            module(torch.from_numpy(input_ids[i : i + 1, :n]), torch.from_numpy(mask[i : i + 1, :n])).numpy()[0]
+            for i, n in enumerate(lengths)
+        ])
+    ref = ReferenceSet(input_ids, mask, lengths, expected)
+    path = out_dir / "model.onnx"
+    sample = (torch.from_numpy(input_ids[:1, : lengths[0]]), torch.from_numpy(mask[:1, : lengths[0]]))
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "probs": {0: "batch"}}
+    try:
+        # The TorchScript exporter writes one self-contained file (the dynamo one splits out
+        # external data), which is what a board wants.
+        torch.onnx.export(module, sample, str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["probs"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    except Exception as exc:  # the exporter raises many types; report it as one error
+        raise ExportError(f"candidate {saved.candidate.id}: ONNX export failed: {exc}") from exc
+    ref.save(out_dir / "reference.npz")
+    return path, ref
+
+
+def artefact_accuracy(model_path: Path, tokenizer_dir: Path, texts, labels, max_length: int) -> float:
+    tok = load_tokenizer(tokenizer_dir, max_length)
+    probs = batched_probs(ort_session(model_path, threads=2), encode(tok, texts))
+    return float((probs.argmax(1) == labels).mean())
+
+
+def _finish(out_dir: Path, meta: dict) -> dict:
+    files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != "artefact.json")
+    meta["files"] = {name: sha256_file(out_dir / name) for name in files}
+    meta["model_bytes"] = (out_dir / "model.onnx").stat().st_size
+    atomic_write_json(out_dir / "artefact.json", meta)
+    return meta
+
+
+def read_artefact(out_dir: Path) -> dict | None:
+    path = out_dir / "artefact.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    for name, digest in meta["files"].items():
+        if not (out_dir / name).is_file() or sha256_file(out_dir / name) != digest:
+            return None  # incomplete or changed: rebuild
+    return meta
+
+
+def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
+                    max_accuracy_drop: float = 0.01) -> tuple[Path, dict]:
+    """Export (or reuse) the artefact of ``candidate_id`` at ``precision``."""
+    from ..report.write import read_leaderboard
+
+    run_dir = Path(run_dir)
+    board = read_leaderboard(run_dir)
+    head_path = run_dir / "heads" / f"{candidate_id}.safetensors"
+    if not head_path.is_file():
+        raise RunDirError(f"{run_dir}: no trained head for candidate {candidate_id}; only Pareto and selected "
+                          "candidates are kept — pick one of those (codesign show RUN_DIR)")
+    saved = SavedHead.load(head_path)
+    base: Candidate = saved.candidate
+    fp32_dir = run_dir / "artefacts" / base.id
+    dataset = None
+    meta = read_artefact(fp32_dir)
+    if meta is None:
+        dataset, _ = _run_context(run_dir, board)
+        model_path = board["models"][base.backbone]["path"]
+        path, ref = export_fp32(saved, model_path, fp32_dir, dataset)
+        check = validate_artefact(path, ref, "fp32")
+        acc = artefact_accuracy(path, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
+        meta = _finish(fp32_dir, {
+            "schema": 1, "candidate": base.to_dict(), "candidate_id": base.id, "base_candidate_id": base.id,
+            "precision": "fp32", "recipe": "", "validation": check.to_dict(), "val_acc": acc,
+            "fp32_val_acc": acc, "accuracy_guard": "ok", "opset": OPSET, "label_names": board["label_names"],
+            "exporter": "torch.onnx (TorchScript)", "versions": _versions(), "runtime": "onnxruntime",
+            "max_length": base.max_length,
+        })
+    if precision == "fp32":
+        return fp32_dir, meta
+    return _quantized(run_dir, board, base, fp32_dir, meta, precision, max_accuracy_drop, dataset)
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"codesign": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, max_drop, dataset):
+    if precision not in RECIPES:
+        raise QuantizationError(f"precision '{precision}' has no int8 recipe; use one of {', '.join(RECIPES)}")
+    cand = replace(base, precision=precision)
+    out_dir = run_dir / "artefacts" / cand.id
+    meta = read_artefact(out_dir)
+    if meta is not None:
+        return out_dir, meta
+    if dataset is None:
+        dataset, _ = _run_context(run_dir, board)
+    ref = ReferenceSet.load(fp32_dir / "reference.npz")
+    tok = load_tokenizer(fp32_dir, base.max_length)
+
+    def calibration():
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(dataset.train), size=min(N_CALIBRATION, len(dataset.train)), replace=False)
+        return [(x[None, :], np.ones((1, len(x)), np.int64)) for x in encode(tok, [dataset.train.texts[i] for i in pick])]
+
+    tried = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES + ("reference.npz",):
+        if (fp32_dir / name).is_file():
+            shutil.copyfile(fp32_dir / name, out_dir / name)
+    best = None
+    for recipe in RECIPES[precision]:
+        staging = out_dir / f".{recipe}.onnx"
+        apply_recipe(recipe, fp32_dir / "model.onnx", staging, calibration)
+        check = compare(run_reference(ort_session(staging), ref), ref, precision)
+        acc = artefact_accuracy(staging, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
+        drop = fp32_meta["val_acc"] - acc
+        tried.append({"recipe": recipe, "val_acc": acc, "accuracy_drop": drop, "validation": check.to_dict(),
+                      "model_bytes": staging.stat().st_size})
+        log.info("%s %s: val acc %.4f (drop %.4f), max |dprob| %.3g", cand.id, recipe, acc, drop, check.max_abs_prob)
+        if best is None or acc > best[1]:
+            best = (recipe, acc, check, staging)
+        if check.passed and drop <= max_drop:
+            break
+    recipe, acc, check, staging = best
+    staging.replace(out_dir / "model.onnx")
+    for leftover in out_dir.glob(".*.onnx"):
+        leftover.unlink()
+    ok = check.passed and fp32_meta["val_acc"] - acc <= max_drop
+    guard = ("ok" if recipe == RECIPES[precision][0] else "fell back") if ok else "failed"
+    if not ok:
+        log.warning("%s: no %s recipe kept accuracy within %.1f points; kept %s", cand.id, precision,
+                    100 * max_drop, recipe)
+    meta = _finish(out_dir, {
+        "schema": 1, "candidate": cand.to_dict(), "candidate_id": cand.id, "base_candidate_id": base.id,
+        "precision": precision, "recipe": recipe, "recipes_tried": tried, "validation": check.to_dict(),
+        "val_acc": acc, "fp32_val_acc": fp32_meta["val_acc"], "accuracy_drop": fp32_meta["val_acc"] - acc,
+        "max_accuracy_drop": max_drop, "accuracy_guard": guard, "opset": OPSET,
+        "label_names": board["label_names"], "exporter": "torch.onnx (TorchScript) + onnxruntime.quantization",
+        "versions": _versions(), "runtime": "onnxruntime", "max_length": base.max_length,
+    })
+    return out_dir, meta

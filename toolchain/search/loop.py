@@ -1,0 +1,148 @@
+"""The software-hardware co-design loop: predict → select the front → measure it → refit the
+cost model → re-select, until the selection stops changing or the round limit is reached."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from ..features.backbone import backbone_info, resolve_model
+from ..profiling.stats import median
+from ..target.base import Target
+from .candidate import Candidate
+from .cost_model import CostModel, prediction_report
+from .select import Budgets, pareto_front, select
+
+log = logging.getLogger(__name__)
+
+
+def _variants(board: dict, run_dir: Path, precisions) -> list[dict]:
+    """Every (saved head × precision); accuracy from the artefact once it exists."""
+    out = []
+    for c in board["candidates"]:
+        if not (run_dir / "heads" / f"{c['id']}.safetensors").is_file():
+            continue
+        base = Candidate.from_dict(c)
+        for p in precisions:
+            cand = replace(base, precision=p)
+            art = run_dir / "artefacts" / cand.id / "artefact.json"
+            acc, source = c["val_acc"], "head (PyTorch)"
+            if art.is_file():
+                acc, source = json.loads(art.read_text())["val_acc"], "artefact"
+            out.append({"cand": cand, "base_id": c["id"], "val_acc": acc, "acc_source": source,
+                        "head_params": c.get("head_params", 0), "test_acc": c.get("test_acc")})
+    return out
+
+
+def _fit(store, target: Target, infos, seq_len, variants) -> CostModel:
+    heads = {v["cand"].id: (v["head_params"], 2 * v["head_params"]) for v in variants}
+    return CostModel.fit(store.records(target=target.spec.name), target.spec, infos, seq_len,
+                         heads=heads, include_emulated=False)
+
+
+def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: int = 4,
+              precisions=("fp32", "int8-dynamic"), max_latency_ms: float | None = None,
+              max_model_mb: float | None = None, tolerance: float = 0.005, warmup: int = 10,
+              iterations: int = 60) -> dict:
+    from .. import pipeline
+    from ..profiling.runner import ProfilePlan, profile, session_id_for
+    from ..report.write import read_leaderboard, write_run
+
+    board = read_leaderboard(run_dir)
+    infos = {name: backbone_info(resolve_model(m["path"])) for name, m in board["models"].items()}
+    seq_len = {}
+    for key, value in board["mean_val_tokens"].items():
+        name, _, ml = key.rpartition("@")
+        seq_len[(name, int(ml))] = value
+    budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
+    cfg = board["config"]
+    from ..data.dataset import load_dataset
+    from ..data.presets import resolve_dataset
+
+    dataset = load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))
+    history, predicted_before = [], {}
+    chosen_id = None
+    for round_no in range(1, rounds + 1):
+        variants = _variants(board, run_dir, precisions)
+        model = _fit(store, target, infos, seq_len, variants)
+        costs = [model.predict(v["cand"], v["head_params"], 2 * v["head_params"]) for v in variants]
+        accs = [v["val_acc"] for v in variants]
+        lat = [c.latency_ms for c in costs]
+        feasible = [not budgets.violations(c) for c in costs]
+        front = pareto_front(list(zip(accs, lat, strict=True)))
+        idx = select(accs, lat, feasible, tolerance)
+        new_choice = variants[idx]["cand"].id if idx is not None else None
+        wanted = sorted((i for i, f in enumerate(front) if f), key=lambda i: -accs[i])[:top_k]
+        if idx is not None and idx not in wanted:
+            wanted.append(idx)
+        todo = [i for i in wanted if costs[i].source != "measured"]
+        history.append({"round": round_no, "selected": new_choice, "n_records": model.n_records,
+                        "to_measure": [variants[i]["cand"].id for i in todo]})
+        log.info("round %d: selected %s, measuring %d new", round_no, new_choice, len(todo))
+        if not todo and new_choice == chosen_id:
+            break
+        chosen_id = new_choice
+        if not todo:
+            continue
+        for i in todo:
+            predicted_before.setdefault(variants[i]["cand"].id, costs[i].latency_ms)
+        for precision in {variants[i]["cand"].precision for i in todo}:
+            plan = ProfilePlan(run_dir, sorted({variants[i]["base_id"] for i in todo
+                                                if variants[i]["cand"].precision == precision}),
+                               (precision,), warmup=warmup, iterations=iterations,
+                               predicted={k: v for k, v in predicted_before.items()})
+            profile(target, plan, store, dataset.validation.texts,
+                    session_id_for(run_dir, target, plan, round_no))
+    # Final state: measured where measured, the refitted model elsewhere.
+    variants = _variants(board, run_dir, precisions)
+    model = _fit(store, target, infos, seq_len, variants)
+    costs = [model.predict(v["cand"], v["head_params"], 2 * v["head_params"]) for v in variants]
+    accs = [v["val_acc"] for v in variants]
+    lat = [c.latency_ms for c in costs]
+    feasible = [not budgets.violations(c) for c in costs]
+    front = pareto_front(list(zip(accs, lat, strict=True)))
+    idx = select(accs, lat, feasible, tolerance)
+    rows = []
+    for i, v in enumerate(variants):
+        c = costs[i]
+        row = {"id": v["cand"].id, "base_id": v["base_id"], **v["cand"].to_dict(), "val_acc": v["val_acc"],
+               "acc_source": v["acc_source"], "cost": c.to_dict(), "pareto": front[i],
+               "feasible": feasible[i], "infeasible_reasons": budgets.violations(c)}
+        if c.source == "measured":
+            refit = model.predict(v["cand"], v["head_params"], 2 * v["head_params"], use_measured=False)
+            recs = model.measured.get(v["cand"].id, [])
+            samples = [s for r in recs for s in r.latency_ms_samples]
+            row["measured"] = {"latency_ms_median": median(samples), "n_samples": len(samples),
+                               "spread_ms_p10_p90": _spread(samples)}
+            row["predicted_before_ms"] = predicted_before.get(v["cand"].id)
+            row["predicted_after_ms"] = refit.latency_ms
+        rows.append(row)
+    measured = [r for r in rows if "measured" in r]
+    before = [(r["predicted_before_ms"], r["measured"]["latency_ms_median"]) for r in measured
+              if r.get("predicted_before_ms")]
+    after = [(r["predicted_after_ms"], r["measured"]["latency_ms_median"]) for r in measured]
+    best_acc = max(accs)
+    summary = {
+        "target": target.spec.name, "target_hash": target.spec.hash, "emulated": target.emulate,
+        "rounds": history, "budgets": vars(budgets), "variants": rows,
+        "selected": variants[idx]["cand"].id if idx is not None else None,
+        "selected_base": variants[idx]["base_id"] if idx is not None else None,
+        "best_val_acc": best_acc,
+        "prediction_before_measuring": prediction_report(before) if before else None,
+        "prediction_after_loop": prediction_report(after) if after else None,
+        "cost_model": model.describe(),
+    }
+    board["loop"] = summary
+    pipeline.attach_test_accuracy(board, run_dir, summary)
+    write_run(run_dir, board)
+    (run_dir / "loop.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _spread(samples):
+    if not samples:
+        return None
+    s = sorted(samples)
+    return [s[int(0.1 * (len(s) - 1))], s[int(0.9 * (len(s) - 1))]]
