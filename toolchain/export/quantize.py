@@ -64,7 +64,6 @@ class _Calibration:
 
 def apply_recipe(recipe: str, fp32: Path, out: Path,
                  calibration: Callable[[], list[tuple[np.ndarray, np.ndarray]]]) -> Path:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # onnxruntime.quantization logs advice on the root logger at WARNING for every call.
