@@ -104,7 +104,7 @@ def test_show_reads_the_run_back(tiny_run):
 def test_two_backbones_are_searched_together(tiny_bert, tiny_bert_3, toy_spec, tmp_path):
     run_dir = tmp_path / "run2"
     result = invoke("run", "--model", str(tiny_bert), "--model", str(tiny_bert_3), "--dataset", str(toy_spec),
-                    "--max-candidates", "40", "--run-dir", str(run_dir))
+                    "--max-candidates", "12", "--run-dir", str(run_dir))
     assert result.exit_code == 0, result.output
     board = json.loads((run_dir / "leaderboard.json").read_text())
     assert board["model"] == "tiny, tiny2" and set(board["models"]) == {"tiny", "tiny2"}
@@ -115,7 +115,7 @@ def test_two_backbones_are_searched_together(tiny_bert, tiny_bert_3, toy_spec, t
     singles = {bb: {c["layers"][0] for c in cs if c["combine"] == "single"} for bb, cs in by_bb.items()}
     assert singles == {"tiny": {0, 1, 2}, "tiny2": {0, 1, 2, 3}}
     assert max(c["depth"] for c in by_bb["tiny"]) == 2 and max(c["depth"] for c in by_bb["tiny2"]) == 3
-    assert len(board["candidates"]) == (3 + 4) * 2 * 3 + 40
+    assert len(board["candidates"]) == (3 + 4) * 2 * 3 + 12
     assert any(c["combine"] != "single" for c in by_bb["tiny2"])
     assert {r["backbone"] for r in board["per_layer"]} == {"tiny", "tiny2"}
     assert len(board["feature_cache"]) == 2 and len(set(board["feature_cache"].values())) == 2
