@@ -410,3 +410,27 @@ def validate_tflite(path: Path, reference_set: ReferenceSet, precision: str = "f
             + ("re-export it" if precision == "fp32" else "re-export it, or use fp32")
         )
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m toolchain.export.tflite ensure-env``: create the converter env (for make)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m toolchain.export.tflite")
+    parser.add_argument("command", choices=["ensure-env", "env-path"])
+    args = parser.parse_args(argv)
+    if args.command == "env-path":
+        print(converter_env_path())
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        env = ensure_converter_env()
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"converter env ready: {env} ({read_converter_stamp(env)['versions']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
