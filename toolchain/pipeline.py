@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,7 +94,7 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
     budgets = Budgets.for_target(target, config.max_latency_ms, config.max_model_mb)
     fitted: list[FittedCandidate] = []
     started = time.perf_counter()
-    with progress_bar(f"fitting {len(cands)} candidates", len(cands)) as advance:
+    with progress_bar(f"fitting {len(cands)} candidates", len(cands)) as advance, _one_thread():
         for cand in cands:
             bank = banks[(cand.backbone, cand.max_length)]
             bank.forget({cand.feature_key})
@@ -115,6 +116,20 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
             f"{min(r['cost'].latency_ms for r in rows):.2f} ms — relax --max-latency-ms/--max-model-mb"
         )
     return _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
+
+
+@contextmanager
+def _one_thread():
+    """Heads are small: a second torch thread only adds synchronisation (seen here: an MLP fit
+    went from 0.07 s to 2-6 s with two threads on a loaded 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _cost_model(target, infos, seq_len, fitted):

@@ -62,6 +62,8 @@ def render_report(board: dict) -> str:
     for layer in sorted(by_layer):
         lines.append(f"| {layer} | " + " | ".join(_pct(by_layer[layer].get(p)) for p in poolings) + " |")
     lines += ["", "## Accuracy vs cost", "", "![pareto](pareto.png)", ""]
+    if board.get("loop"):
+        lines += render_loop(board["loop"])
     wins = {}
     for c in board["candidates"]:
         for dim in ("head", "combine"):
@@ -71,3 +73,43 @@ def render_report(board: dict) -> str:
         accs.sort()
         lines.append(f"| {dim} | {val} | {_pct(accs[-1])} | {_pct(accs[len(accs) // 2])} |")
     return "\n".join(lines) + "\n"
+
+
+def render_loop(loop: dict) -> list[str]:
+    """Predicted vs measured for every measured candidate, and the cost model's error."""
+    rows = {r["id"]: r for r in loop["variants"]}
+    sel = rows.get(loop.get("selected") or "")
+    lines = [f"## Co-design loop on {loop['target']}", ""]
+    budgets = {k: v for k, v in loop["budgets"].items() if v}
+    lines.append(f"{len(loop['rounds'])} round(s); budgets: {budgets or 'none'}.")
+    if sel is not None:
+        m = sel.get("measured")
+        how = (f"measured {m['latency_ms_median']:.2f} ms median" if m else
+               f"predicted {sel['cost']['latency_ms']:.2f} ms")
+        test = loop.get("selected_test_acc")
+        lines.append(
+            f"Selected `{sel['id']}` (depth {sel['depth']}, {sel['precision']}): val {_pct(sel['val_acc'])} % "
+            f"({sel['acc_source']}), test {_pct(test)} %, {how}"
+            + (" (emulated)" if sel["cost"]["emulated"] else "") + ".")
+        gap = loop["best_val_acc"] - sel["val_acc"]
+        lines.append(f"Accuracy cost against the unconstrained best validation accuracy: {100 * gap:.1f} points.")
+    lines += ["", "| id | depth | precision | val % | predicted before ms | measured median ms | "
+              "p10–p90 ms | refit prediction ms |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows.values(), key=lambda r: r["cost"]["latency_ms"]):
+        if "measured" not in r:
+            continue
+        m = r["measured"]
+        spread = m["spread_ms_p10_p90"] or [float("nan")] * 2
+        before = r.get("predicted_before_ms")
+        lines.append(f"| `{r['id']}` | {r['depth']} | {r['precision']} | {_pct(r['val_acc'])} | "
+                     f"{'—' if before is None else f'{before:.2f}'} | {m['latency_ms_median']:.2f} | "
+                     f"{spread[0]:.2f}–{spread[1]:.2f} | {r['predicted_after_ms']:.2f} |")
+    for key, title in (("prediction_before_measuring", "before measuring (analytic or earlier fit)"),
+                       ("prediction_after_loop", "after the loop (refitted on all records)")):
+        rep = loop.get(key)
+        if rep:
+            tau = rep.get("kendall_tau")
+            lines.append(f"\nCost model {title}: {100 * rep['within_10pct']:.0f}% within ±10%, "
+                         f"{100 * rep['within_15pct']:.0f}% within ±15%, Kendall τ "
+                         f"{'n/a' if tau is None else f'{tau:.2f}'} over {rep['n']} candidates.")
+    return lines + [""]
