@@ -197,6 +197,14 @@ def test_stale_or_partial_converter_env_is_not_ready(tmp_path: Path, monkeypatch
     assert tflite.converter_env_path() == Path(os.environ["CODESIGN_HOME"]) / "envs" / "litert-torch"
 
 
+@pytest.mark.tflite
+def test_failed_env_build_is_a_named_error_and_leaves_no_stamp(tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    with pytest.raises(ExportError, match="could not start"):
+        ensure_converter_env(env, python=str(tmp_path / "no-such-python3"))
+    assert read_converter_stamp(env) is None
+
+
 def test_unknown_precision_is_refused(tmp_path: Path) -> None:
     ref = ReferenceSet(np.zeros((1, 2), np.int64), np.ones((1, 2), np.int64), np.array([2]),
                        np.ones((1, 2), np.float32) / 2)

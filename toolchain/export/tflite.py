@@ -135,7 +135,8 @@ def _clean_env() -> dict:
     return env
 
 
-def _run_step(cmd: list[str], logfile: Path, what: str, timeout: float, env: Path) -> None:
+def _run_step(cmd: list[str], logfile: Path, what: str, timeout: float, env: Path,
+              hint: str = "Fix the cause, then rerun (the env is rebuilt from scratch)") -> None:
     started = time.perf_counter()
     log.info("converter env %s: %s ...", env, what)
     with open(logfile, "a") as fh:
@@ -147,10 +148,13 @@ def _run_step(cmd: list[str], logfile: Path, what: str, timeout: float, env: Pat
         except subprocess.TimeoutExpired as exc:
             raise ExportError(f"converter env {env}: '{what}' took over {timeout:.0f} s; see {logfile}, "
                               "check the network to the package index and retry") from exc
+        except OSError as exc:
+            raise ExportError(f"converter env {env}: '{what}' could not start ({exc}); check that "
+                              f"{cmd[0]} exists and is executable") from exc
     if proc.returncode != 0:
         tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-15:])
         raise ExportError(f"converter env {env}: '{what}' failed (exit {proc.returncode}); last lines of "
-                          f"{logfile}:\n{tail}\nFix the cause, then rerun (the env is rebuilt from scratch)")
+                          f"{logfile}:\n{tail}\n{hint}")
     log.info("converter env %s: %s done in %.0f s", env, what, time.perf_counter() - started)
 
 
@@ -180,7 +184,9 @@ def ensure_converter_env(env: Path | None = None, python: str | None = None) -> 
         py = str(converter_python(env))
         pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
         # torch first, pinned to the exact (CPU) build, so nothing later can pull a CUDA torch.
-        _run_step(pip + [req["torch"]], logfile, f"pip install {req['torch']}", ENV_BUILD_TIMEOUT_S, env)
+        _run_step(pip + [req["torch"]], logfile, f"pip install {req['torch']}", ENV_BUILD_TIMEOUT_S, env,
+                  hint="The converter needs the very torch build codesign runs; make it installable "
+                       "from where 'make install' took it (pip's find-links or extra index), then rerun")
         _run_step(pip + [req["litert_torch"], req["torch"]], logfile,
                   f"pip install {req['litert_torch']}", ENV_BUILD_TIMEOUT_S, env)
         probe = ("import json, torch, litert_torch, ai_edge_quantizer; from importlib import metadata as m; "
