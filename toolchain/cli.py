@@ -198,9 +198,11 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
 @click.option("--iterations", type=int, default=60, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--run-if-missing", is_flag=True, help="Run the default 'codesign run' first when no run exists.")
+@click.option("--candidate", "candidates", multiple=True, metavar="ID",
+              help="Measure exactly these candidates (repeatable) instead of running the loop.")
 @handle_errors
 def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency_ms, max_model_mb,
-                iterations, warmup, run_if_missing) -> None:
+                iterations, warmup, run_if_missing, candidates) -> None:
     """Measure a run's front on a target and refit the cost model until the selection settles.
 
     \b
@@ -228,6 +230,19 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
             found, _ = run(RunConfig())
         run_dir = found
     tgt = open_target(target, emulate=emulate)
+    if candidates:
+        from .profiling.runner import profile_candidates
+        from .profiling.stats import summarize
+
+        with RecordStore() as store:
+            records = profile_candidates(Path(run_dir), tgt, store, list(candidates), precisions,
+                                         warmup=warmup, iterations=iterations)
+        for r in records:
+            st = summarize(r.latency_ms_samples)
+            click.echo(f"{r.candidate_id} {r.precision:12} median {st.median_ms:.2f} ms "
+                       f"(p10-p90 {st.p10_ms:.2f}-{st.p90_ms:.2f}) {r.model_bytes / 2**20:.1f} MB"
+                       + (" [emulated]" if r.emulated else ""))
+        return
     with RecordStore() as store:
         summary = co_design(Path(run_dir), tgt, store, rounds=rounds, top_k=top_k, precisions=precisions,
                             max_latency_ms=max_latency_ms, max_model_mb=max_model_mb,

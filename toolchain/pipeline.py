@@ -264,3 +264,9 @@ def attach_test_accuracy(board: dict, run_dir: Path, summary: dict) -> None:
     summary["selected_test_acc"] = artefact_accuracy(art / "model.onnx", art, ds.test.texts, ds.test.labels,
                                                      meta["max_length"])
     summary["selected_test_source"] = "artefact"
+
+
+def run_dataset(board: dict) -> Dataset:
+    """The dataset a run used, as it was sliced then."""
+    cfg = board["config"]
+    return load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))

@@ -145,3 +145,15 @@ def session_id_for(run_dir: Path, target: Target, plan: ProfilePlan, round_no: i
     key = json.dumps([str(run_dir.resolve()), target.spec.hash, sorted(plan.base_ids), plan.precisions,
                       plan.warmup, plan.iterations, round_no])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def profile_candidates(run_dir: Path, target: Target, store, base_ids: list[str],
+                       precisions=("fp32",), warmup: int = 10, iterations: int = 60) -> list[CostRecord]:
+    """Measure exactly these candidates of a run (no loop); resumable like any session."""
+    from ..pipeline import run_dataset
+    from ..report.write import read_leaderboard
+
+    board = read_leaderboard(run_dir)
+    plan = ProfilePlan(Path(run_dir), list(base_ids), tuple(precisions), warmup=warmup, iterations=iterations)
+    texts = run_dataset(board).validation.texts
+    return profile(target, plan, store, texts, session_id_for(Path(run_dir), target, plan, 0))

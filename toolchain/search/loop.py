@@ -57,11 +57,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         name, _, ml = key.rpartition("@")
         seq_len[(name, int(ml))] = value
     budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
-    cfg = board["config"]
-    from ..data.dataset import load_dataset
-    from ..data.presets import resolve_dataset
-
-    dataset = load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))
+    dataset = pipeline.run_dataset(board)
     history, predicted_before = [], {}
     chosen_id = None
     for round_no in range(1, rounds + 1):
