@@ -278,13 +278,16 @@ def _render_loop(run_dir: Path, summary: dict) -> None:
 
 
 def _adopt(cmd: click.Command) -> click.Command:
-    """Give a command defined in another module the CLI's error handling."""
+    """A copy of a command defined in another module, with the CLI's error handling (the
+    original stays untouched, so the library's own command objects keep raising)."""
+    import copy
+
+    adopted = copy.copy(cmd)
     if isinstance(cmd, click.Group):
-        for sub in cmd.commands.values():
-            _adopt(sub)
+        adopted.commands = {name: _adopt(sub) for name, sub in cmd.commands.items()}
     elif cmd.callback is not None:
-        cmd.callback = handle_errors(cmd.callback)
-    return cmd
+        adopted.callback = handle_errors(cmd.callback)
+    return adopted
 
 
 def _register() -> None:

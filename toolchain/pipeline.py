@@ -60,6 +60,9 @@ def extract(config: RunConfig) -> Extraction:
     refs = {}
     for name in config.models:
         ref = resolve_model(name)
+        if ref.name in refs and refs[ref.name].weights_hash != ref.weights_hash:
+            # Two folders with one name: candidates are keyed by backbone name, so tell them apart.
+            ref = ModelRef(f"{ref.name}-{ref.weights_hash[:6]}", ref.path, ref.weights_hash)
         refs[ref.name] = ref
     out = Extraction(dataset, refs)
     for ref in refs.values():

@@ -228,8 +228,6 @@ def test_run_without_a_test_split_reports_none(tiny_bert, toy_rows, tmp_path):
     assert (run_dir / "report.md").is_file() and (run_dir / "pareto.png").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.extract keys backbones by folder name: a second folder "
-                   "with the same name silently replaces the first (see the core tests' report)")
 def test_two_backbone_folders_with_the_same_name_are_not_silently_merged(tiny_bert, tiny_bert_3, toy_spec, tmp_path):
     import shutil
 
@@ -239,3 +237,17 @@ def test_two_backbone_folders_with_the_same_name_are_not_silently_merged(tiny_be
                                        "--dataset", str(toy_spec)])
     # Either a clear error, or both backbones searched.
     assert result.exit_code == 2 or result.output.count("tiny") >= 2, result.output
+
+
+def test_registered_commands_turn_errors_into_messages(tiny_bert, toy_spec):
+    """Commands defined beside the CLI (baseline, results, targets) get its error handling."""
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    result = CliRunner().invoke(main, ["baseline", "finetune", "--model", str(tiny_bert),
+                                       "--dataset", str(toy_spec), "--depth", "7"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error:") and "depth 7" in result.output
+    result = CliRunner().invoke(main, ["targets", "show", "no-such-board"])
+    assert result.exit_code != 0 and "known targets:" in result.output and "rpi4" in result.output

@@ -61,5 +61,6 @@ def estimate_cost(
     model_bytes = int(backbone_bytes + head_bytes)
     activations = 4 * seq_len * (info.hidden * 4 + info.intermediate) + 4 * info.heads * seq_len * seq_len
     peak_ram = int(est.memory_overhead_mb * 2**20 + model_bytes + activations)
+    # A prediction is not a measurement, emulated or not.
     return Cost(latency_ms=latency_ms, model_bytes=model_bytes, peak_ram_bytes=peak_ram, flops=int(flops),
-                emulated=target.emulation.method not in ("none", "native"))
+                emulated=False)
