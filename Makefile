@@ -9,7 +9,10 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 PROFILE_ARGS ?=
 
-.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy clean firmware
+LITERT_ENV ?= $(HOME)/.cache/codesign/envs/litert-torch
+export CODESIGN_LITERT_ENV := $(LITERT_ENV)
+
+.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export clean firmware converter-env
 
 install: $(STAMP)
 
@@ -24,7 +27,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/codesign run $(RUN_ARGS)
 
-test: install
+# Isolated litert-torch 0.10 env for TFLite export (~2 GB, ~6 min once; it pins its own
+# pydantic/jax, so it never shares .venv). Built on demand, reused afterwards.
+converter-env: install
+	$(BIN)/python -m toolchain.export.tflite ensure-env
+
+test: install converter-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -44,6 +52,9 @@ bench-search: install
 
 bench-accuracy: install
 	$(BIN)/python benchmarks/accuracy_bench.py
+
+bench-export: install
+	$(BIN)/python benchmarks/export_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -69,6 +69,19 @@ class CalibratedModel:
                 "own": self.own.describe()}
 
 
+def rank(board, run_dir, precisions, store, target, infos, seq_len, budgets, tolerance):
+    """Every variant with its current cost (measured, fitted or calibrated), the feasible ones,
+    the Pareto front over (accuracy, latency) and the selected index."""
+    variants = _variants(board, run_dir, precisions)
+    model = _fit(store, target, infos, seq_len, variants)
+    costs = [model.predict(v["cand"], v["head_params"], 2 * v["head_params"]) for v in variants]
+    accs = [v["val_acc"] for v in variants]
+    lat = [c.latency_ms for c in costs]
+    feasible = [not budgets.violations(c) for c in costs]
+    front = pareto_front(list(zip(accs, lat, strict=True)))
+    return variants, model, costs, feasible, front, select(accs, lat, feasible, tolerance)
+
+
 def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: int = 4,
               precisions=("fp32", "int8-dynamic"), max_latency_ms: float | None = None,
               max_model_mb: float | None = None, tolerance: float = 0.005, warmup: int = 10,
@@ -87,15 +100,10 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
     dataset = pipeline.run_dataset(board)
     history, predicted_before = [], {}
     chosen_id = None
+    ranking = (board, run_dir, precisions, store, target, infos, seq_len, budgets, tolerance)
     for round_no in range(1, rounds + 1):
-        variants = _variants(board, run_dir, precisions)
-        model = _fit(store, target, infos, seq_len, variants)
-        costs = [model.predict(v["cand"], v["head_params"], 2 * v["head_params"]) for v in variants]
+        variants, model, costs, feasible, front, idx = rank(*ranking)
         accs = [v["val_acc"] for v in variants]
-        lat = [c.latency_ms for c in costs]
-        feasible = [not budgets.violations(c) for c in costs]
-        front = pareto_front(list(zip(accs, lat, strict=True)))
-        idx = select(accs, lat, feasible, tolerance)
         new_choice = variants[idx]["cand"].id if idx is not None else None
         wanted = sorted((i for i, f in enumerate(front) if f), key=lambda i: -accs[i])[:top_k]
         if idx is not None and idx not in wanted:
@@ -119,14 +127,8 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
             profile(target, plan, store, dataset.validation.texts,
                     session_id_for(run_dir, target, plan, round_no))
     # Final state: measured where measured, the refitted model elsewhere.
-    variants = _variants(board, run_dir, precisions)
-    model = _fit(store, target, infos, seq_len, variants)
-    costs = [model.predict(v["cand"], v["head_params"], 2 * v["head_params"]) for v in variants]
+    variants, model, costs, feasible, front, idx = rank(*ranking)
     accs = [v["val_acc"] for v in variants]
-    lat = [c.latency_ms for c in costs]
-    feasible = [not budgets.violations(c) for c in costs]
-    front = pareto_front(list(zip(accs, lat, strict=True)))
-    idx = select(accs, lat, feasible, tolerance)
     rows = []
     for i, v in enumerate(variants):
         c = costs[i]
