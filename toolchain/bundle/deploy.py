@@ -1,0 +1,639 @@
+"""``codesign deploy`` / ``status`` / ``deploy --rollback``.
+
+Linux boards (over SSH, or the host itself): the bundle is uploaded file by file into a new
+``<root>/versions/<id>.partial`` folder, every hash is checked *on the board*
+(``sha256sum --check``), the bundle's own runner runs its self-check there, and only then is
+the folder renamed and the ``current`` symlink switched atomically (``ln -sfn`` to a temporary
+name, then ``mv -T``, which is one rename(2)). ``previous`` keeps the version before, for
+``rollback``. A failure at any step raises DeployError naming the step and leaves ``current``
+as it was. Every remote command is an argument list; nothing is pasted into a shell line.
+
+The deployment root is ``codesign`` in the login folder of the board, or
+``$CODESIGN_TARGET_<NAME>_DEPLOY_DIR``; for the host and emulated boards it is
+``$CODESIGN_HOME/boards/<name>``.
+
+Microcontrollers: see :func:`deploy_mcu`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError, DeployError, TargetError, TargetUnreachableError
+from ..paths import codesign_home
+from .manifest import MANIFEST, bundle_id, verify_folder
+
+log = logging.getLogger(__name__)
+KEEP_VERSIONS = 3
+_SAFE = re.compile(r"[A-Za-z0-9_.+/-]+")
+
+
+# ---- the board's shell ---------------------------------------------------------------------------
+class BoardShell:
+    """What deploy needs from a board: run an argv, copy one file there. ``python3`` in an
+    argv means the board's Python."""
+
+    label = "board"
+    emulated = False
+
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+        raise NotImplementedError
+
+    def upload(self, local: Path, remote: str) -> None:
+        raise NotImplementedError
+
+    def checked(self, argv: Sequence[str], timeout: float | None = None) -> str:
+        proc = self.run(argv, timeout)
+        if proc.returncode != 0:
+            raise TargetError(
+                f"'{' '.join(argv)[:100]}' on {self.label} exited {proc.returncode}: "
+                f"{(proc.stderr or proc.stdout).strip()[-400:]}"
+            )
+        return proc.stdout
+
+
+class SshShell(BoardShell):
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self.label = transport.label
+
+    def run(self, argv, timeout=None):
+        return self.transport.run(list(argv), timeout)
+
+    def upload(self, local, remote):
+        self.transport.upload(Path(local), remote)
+
+
+class LocalShell(BoardShell):
+    """The host as a board (and the emulated board: the same folders, its python3 emulated)."""
+
+    def __init__(self, label: str, *, rootfs: Path | None = None, cpu: str = "cortex-a72") -> None:
+        self.label = label
+        self.rootfs = rootfs
+        self.cpu = cpu
+        self.emulated = rootfs is not None
+
+    def run(self, argv, timeout=None):
+        argv = list(argv)
+        if argv[0] == "python3":
+            if self.rootfs is not None:
+                from ..target.emulation import run_in_rootfs
+
+                return run_in_rootfs(
+                    self.rootfs,
+                    ["/usr/bin/python3", *argv[1:]],
+                    cpu=self.cpu,
+                    timeout=timeout or 600.0,
+                )
+            argv[0] = sys.executable
+        try:
+            return subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError(f"'{argv[0]}' on {self.label} ran past {timeout} s") from exc
+        except FileNotFoundError as exc:
+            return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: {exc}")
+
+    def upload(self, local, remote):
+        dest = Path(remote)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+        shutil.copymode(local, dest)
+
+
+def deploy_root(spec) -> str:
+    env = "CODESIGN_TARGET_" + re.sub(r"[^A-Z0-9]", "_", spec.name.upper()) + "_DEPLOY_DIR"
+    root = os.environ.get(env)
+    if root is None:
+        root = "codesign" if spec.kind == "ssh" else str(codesign_home() / "boards" / spec.name)
+    root = root.rstrip("/") or "/"
+    if not _SAFE.fullmatch(root) or root.startswith("-"):
+        raise DeployError(f"deploy folder {root!r} ({env}) must use only [A-Za-z0-9_.+/-]")
+    return root
+
+
+def open_shell(target) -> BoardShell:
+    """The shell of a Linux target: SSH to the board; the host itself for a local target; the
+    qemu-user emulation (a local folder) for an SSH board that cannot be reached."""
+    spec = target.spec
+    if spec.kind in ("local", "emulated"):
+        return LocalShell(f"{spec.name} (this machine)")
+    if spec.kind != "ssh":
+        raise DeployError(
+            f"target '{spec.name}' is a {spec.kind} target; Linux bundles deploy over "
+            "SSH or to the host"
+        )
+    if not getattr(target, "emulate", False):
+        try:
+            transport = target.transport()
+            transport.check()
+            return SshShell(transport)
+        except TargetUnreachableError as exc:
+            if not target.can_emulate:
+                raise
+            log.warning("%s; deploying to the qemu-user emulation of %s instead", exc, spec.name)
+    return _emulated_shell(target)
+
+
+def _emulated_shell(target) -> LocalShell:
+    from ..target.emulation import DEFAULT_ROOTFS, prepare_rootfs
+
+    spec = target.spec
+    if not target.can_emulate:
+        raise DeployError(f"target '{spec.name}' has no qemu-user emulation; connect the board")
+    rootfs = prepare_rootfs(spec.emulation.rootfs or DEFAULT_ROOTFS)
+    return LocalShell(
+        f"{spec.name} (qemu-user emulation)", rootfs=rootfs, cpu=spec.emulation.cpu or "cortex-a72"
+    )
+
+
+# ---- the bundle on this side ----------------------------------------------------------------------
+@contextmanager
+def open_bundle(path: Path) -> Iterator[tuple[Path, dict]]:
+    """A verified bundle folder from a folder or a .tar.gz (extracted to a temporary folder)."""
+    from .archive import extract_bundle
+
+    path = Path(path)
+    if path.is_dir():
+        yield path, verify_folder(path)
+        return
+    if not path.is_file():
+        raise BundleError(f"bundle {path} does not exist; build it with 'codesign bundle'")
+    with tempfile.TemporaryDirectory(prefix="codesign-bundle-") as tmp:
+        folder = extract_bundle(path, Path(tmp))
+        yield folder, verify_folder(folder)
+
+
+def _check_target(manifest: dict, spec) -> None:
+    built_for = manifest.get("target", {}).get("name")
+    if built_for != spec.name:
+        raise DeployError(
+            f"the bundle was built for target '{built_for}', not '{spec.name}'; build "
+            f"one with 'codesign bundle --target {spec.name}'"
+        )
+
+
+class _Step:
+    """Names the deployment step that failed, and what the board still runs."""
+
+    def __init__(self, spec, bundle: str, still: str | None) -> None:
+        self.spec, self.bundle, self.still = spec, bundle, still
+        self.number, self.name = 0, ""
+
+    @contextmanager
+    def __call__(self, name: str):
+        self.number += 1
+        self.name = name
+        try:
+            yield
+        except (TargetError, BundleError, DeployError, OSError) as exc:
+            still = self.still or "nothing (no version was active)"
+            raise DeployError(
+                f"deploy of bundle {self.bundle} to '{self.spec.name}' failed at step "
+                f"{self.number} ({name}): {exc}; the board keeps running {still}"
+            ) from exc
+
+
+def _runner_json(proc: subprocess.CompletedProcess, what: str) -> dict:
+    lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
+    try:
+        report = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        err = (proc.stderr or proc.stdout or "").strip()[-600:]
+        hint = (
+            "; the board needs python3 with numpy, onnxruntime and tokenizers"
+            if proc.returncode in (126, 127) or "No module named" in err
+            else ""
+        )
+        raise DeployError(f"{what} exited {proc.returncode} without a report: {err}{hint}")
+    if not report.get("ok"):
+        raise DeployError(f"{what} failed ({report.get('error_kind')}): {report.get('error')}")
+    return report
+
+
+def _readlink(shell: BoardShell, path: str) -> str | None:
+    proc = shell.run(["readlink", "--", path])
+    out = proc.stdout.strip()
+    return out if proc.returncode == 0 and out else None
+
+
+def _switch(shell: BoardShell, root: str, link: str, target: str) -> None:
+    tmp = f"{root}/.{link}.tmp"
+    shell.checked(["ln", "-sfn", target, tmp])
+    shell.checked(["mv", "-T", "-f", tmp, f"{root}/{link}"])
+
+
+def _version_name(link: str | None) -> str | None:
+    return link.rsplit("/", 1)[-1] if link else None
+
+
+def deploy(target, bundle_path: Path, *, shell: BoardShell | None = None) -> dict[str, Any]:
+    """Deploy a bundle folder or archive to a Linux target; return what was done.
+
+    Steps: (1) check the bundle here, (2) prepare the board, (3) upload, (4) verify every hash
+    on the board, (5) self-check on the board, (6) switch ``current``. Raises DeployError
+    naming the failed step; ``current`` is untouched unless step 6 completed."""
+    spec = target.spec
+    if spec.kind == "serial":
+        return deploy_mcu(target, bundle_path)
+    with open_bundle(bundle_path) as (folder, manifest):
+        _check_target(manifest, spec)
+        if (manifest.get("artefact") or {}).get("runtime") != "onnxruntime":
+            raise DeployError(
+                f"bundle {folder} is not an onnxruntime bundle; rebuild it for '{spec.name}'"
+            )
+        bid = bundle_id(folder)
+        shell = shell or open_shell(target)
+        root = deploy_root(spec)
+        before = _version_name(_readlink(shell, f"{root}/current"))
+        step = _Step(spec, bid[:12], before)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        version = f"{bid[:12]}-{stamp}"
+        staging = f"{root}/versions/{version}.partial"
+        final = f"{root}/versions/{version}"
+        files = sorted(manifest["files"]) + [MANIFEST]
+        with step("prepare the board"):
+            shell.checked(["mkdir", "-p", "--", f"{root}/versions"])
+            shell.run(
+                [
+                    "find",
+                    f"{root}/versions",
+                    "-mindepth",
+                    "1",
+                    "-maxdepth",
+                    "1",
+                    "-name",
+                    "*.partial",
+                    "-exec",
+                    "rm",
+                    "-rf",
+                    "--",
+                    "{}",
+                    "+",
+                ]
+            )
+            shell.checked(["mkdir", "--", staging])
+        try:
+            with step("upload"):
+                subdirs = sorted({str(Path(f).parent) for f in files if "/" in f})
+                for sub in subdirs:
+                    shell.checked(["mkdir", "-p", "--", f"{staging}/{sub}"])
+                for name in files:
+                    shell.upload(folder / name, f"{staging}/{name}")
+                with tempfile.TemporaryDirectory() as tmp:
+                    sums = Path(tmp) / "sha256sums"
+                    digests = dict(manifest["files"], **{MANIFEST: bid})
+                    sums.write_text("".join(f"{digests[n]}  {staging}/{n}\n" for n in files))
+                    shell.upload(sums, f"{staging}/.sha256sums")
+                    record = Path(tmp) / "deploy.json"
+                    record.write_text(
+                        json.dumps(
+                            {
+                                "bundle_id": bid,
+                                "version": version,
+                                "candidate_id": manifest["candidate_id"],
+                                "deployed_at": datetime.now(timezone.utc).isoformat(),
+                                "deployed_from": os.uname().nodename,
+                                "previous": before,
+                            },
+                            indent=2,
+                        )
+                    )
+                    shell.upload(record, f"{staging}/.deploy.json")
+            with step("verify hashes on the board"):
+                proc = shell.run(
+                    ["sha256sum", "--check", "--strict", "--quiet", f"{staging}/.sha256sums"]
+                )
+                if proc.returncode == 127:  # no coreutils: the runner checks the hashes itself
+                    _runner_json(
+                        shell.run(["python3", f"{staging}/runner.py", "--verify"]),
+                        "runner --verify",
+                    )
+                elif proc.returncode != 0:
+                    bad = (proc.stdout + proc.stderr).strip().splitlines()
+                    raise DeployError(
+                        "sha256 mismatch on the board: "
+                        + "; ".join(bad[:5])
+                        + " - the upload was corrupted or tampered with"
+                    )
+            with step("self-check on the board"):
+                check = _runner_json(
+                    shell.run(
+                        ["python3", f"{staging}/runner.py", "--self-check"],
+                        timeout=spec.connection.command_timeout_s,
+                    ),
+                    "the bundle's self-check",
+                )
+            with step("switch current"):
+                shell.checked(["mv", "-T", "--", staging, final])
+                if before and before != version:
+                    _switch(shell, root, "previous", f"versions/{before}")
+                _switch(shell, root, "current", f"versions/{version}")
+        except DeployError:
+            try:
+                shell.run(["rm", "-rf", "--", staging])
+            except TargetError as exc:  # the link is gone: the next deploy removes it
+                log.warning("could not remove %s on %s: %s", staging, shell.label, exc)
+            raise
+        _prune(shell, root, keep={version, before})
+    return {
+        "target": spec.name,
+        "bundle_id": bid,
+        "version": version,
+        "previous": before,
+        "root": root,
+        "board": shell.label,
+        "emulated": shell.emulated,
+        "self_check": check,
+    }
+
+
+def _prune(shell: BoardShell, root: str, keep: set) -> None:
+    """Remove all but the newest KEEP_VERSIONS versions (never current or previous)."""
+    proc = shell.run(["ls", "-1", "--", f"{root}/versions"])
+    if proc.returncode != 0:
+        return
+    names = [n for n in proc.stdout.split() if not n.endswith(".partial")]
+    names.sort(key=lambda n: n.split("-", 1)[-1])  # version names end in a UTC stamp
+    for name in names[:-KEEP_VERSIONS]:
+        if name not in keep:
+            shell.run(["rm", "-rf", "--", f"{root}/versions/{name}"])
+
+
+def rollback(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
+    """Switch ``current`` back to ``previous`` (after re-running its self-check)."""
+    spec = target.spec
+    if spec.kind == "serial":
+        return rollback_mcu(target)
+    shell = shell or open_shell(target)
+    root = deploy_root(spec)
+    current = _version_name(_readlink(shell, f"{root}/current"))
+    previous = _version_name(_readlink(shell, f"{root}/previous"))
+    if not previous:
+        raise DeployError(
+            f"target '{spec.name}' has no previous version to roll back to "
+            f"(current: {current or 'none'}); deploy another bundle first"
+        )
+    step = _Step(spec, previous[:12], current)
+    with step("self-check of the previous version"):
+        _runner_json(
+            shell.run(
+                ["python3", f"{root}/versions/{previous}/runner.py", "--self-check"],
+                timeout=spec.connection.command_timeout_s,
+            ),
+            f"self-check of {previous}",
+        )
+    with step("switch current"):
+        _switch(shell, root, "current", f"versions/{previous}")
+        if current:
+            _switch(shell, root, "previous", f"versions/{current}")
+    return {
+        "target": spec.name,
+        "current": previous,
+        "previous": current,
+        "root": root,
+        "board": shell.label,
+    }
+
+
+def status(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
+    """What the board runs: the current version, its manifest summary and deployment record."""
+    spec = target.spec
+    if spec.kind == "serial":
+        return status_mcu(target)
+    shell = shell or open_shell(target)
+    root = deploy_root(spec)
+    current = _version_name(_readlink(shell, f"{root}/current"))
+    out: dict[str, Any] = {
+        "target": spec.name,
+        "board": shell.label,
+        "root": root,
+        "emulated": shell.emulated,
+        "current": current,
+        "previous": _version_name(_readlink(shell, f"{root}/previous")),
+    }
+    proc = shell.run(["ls", "-1", "--", f"{root}/versions"])
+    out["versions"] = sorted(proc.stdout.split()) if proc.returncode == 0 else []
+    if current:
+        for name, key in ((MANIFEST, "manifest"), (".deploy.json", "deployed")):
+            proc = shell.run(["cat", "--", f"{root}/current/{name}"])
+            try:
+                out[key] = json.loads(proc.stdout) if proc.returncode == 0 else None
+            except ValueError:
+                out[key] = None
+    return out
+
+
+def manifest_summary(manifest: dict | None) -> dict:
+    if not manifest:
+        return {}
+    cost = manifest.get("cost") or {}
+    summary = cost.get("summary") or {}
+    return {
+        "candidate": manifest.get("candidate_description") or manifest.get("candidate_id"),
+        "candidate_id": manifest.get("candidate_id"),
+        "precision": (manifest.get("artefact") or {}).get("precision"),
+        "val_acc": manifest.get("val_acc"),
+        "measured": manifest.get("measured"),
+        "latency_ms_median": summary.get("median_ms"),
+        "codesign": (manifest.get("versions") or {}).get("codesign"),
+    }
+
+
+# ---- microcontrollers ----------------------------------------------------------------------------
+def _mcu_log_path(spec) -> Path:
+    return codesign_home() / "deployments" / f"{spec.name}.json"
+
+
+def _mcu_log(spec) -> dict:
+    path = _mcu_log_path(spec)
+    if not path.is_file():
+        return {"history": []}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {"history": []}
+
+
+def _mcu_log_write(spec, data: dict) -> None:
+    path = _mcu_log_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _keep_blob(spec, blob: bytes) -> Path:
+    folder = codesign_home() / "deployments" / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{zlib.crc32(blob):08x}.blob"
+    if not path.is_file():
+        path.write_bytes(blob)
+    return path
+
+
+def deploy_mcu(target, bundle_path: Path, *, link=None) -> dict[str, Any]:
+    """Upload the bundle's blob over the framed protocol (per-chunk CRCs, whole-blob CRC32),
+    which the firmware stages in its inactive slot and commits only when complete and intact;
+    then run the firmware self-check against the bundle's expected CRC. An interrupted upload
+    leaves the previous model active; a failed self-check re-uploads the previous model.
+
+    ``link``: an open, handshaken SerialLink (else one is opened with ``target.connect()``)."""
+    from ..mcu.blob import from_blob
+
+    spec = target.spec
+    with open_bundle(bundle_path) as (folder, manifest):
+        _check_target(manifest, spec)
+        art = manifest.get("artefact") or {}
+        if art.get("runtime") != "firmware":
+            raise DeployError(f"bundle {folder} is not an MCU bundle; rebuild it for '{spec.name}'")
+        blob = (folder / art["model"]).read_bytes()
+        head = from_blob(blob)
+        expected = int(manifest["self_check"]["firmware_selfcheck_crc32"], 16)
+        bid = bundle_id(folder)
+        if link is None:
+            with target.connect() as opened:
+                return _deploy_mcu_on(target, opened, blob, head, expected, bid, manifest)
+        return _deploy_mcu_on(target, link, blob, head, expected, bid, manifest)
+
+
+def _deploy_mcu_on(target, link, blob, head, expected, bid, manifest) -> dict[str, Any]:
+    from ..errors import TransportError
+
+    spec = target.spec
+    crc = zlib.crc32(blob)
+    try:
+        before = link.active_model_crc()
+    except TransportError as exc:
+        raise DeployError(
+            f"deploy of bundle {bid[:12]} to '{spec.name}' failed at step 1 "
+            f"(read the active model): {exc}; nothing was changed"
+        ) from exc
+    still = f"model crc {before:08x}" if before is not None else "no model"
+    step = _Step(spec, bid[:12], still)
+    with step("upload (staged, CRC-checked) and commit"):
+        if before != crc:
+            try:
+                link.upload_model(blob)
+            except TransportError as exc:
+                raise DeployError(f"{exc}") from exc
+    with step("self-check on the device"):
+        try:
+            check = link.self_check(timeout_s=spec.connection.command_timeout_s)
+        except TransportError as exc:
+            raise DeployError(str(exc)) from exc
+        if check.crc != expected:
+            restored = _restore_mcu(target, link, before)
+            raise DeployError(
+                f"firmware self-check gave CRC {check.crc:08x}, the bundle expects {expected:08x} "
+                f"(the firmware's int8 kernels disagree with the reference); {restored}"
+            )
+    log_data = _mcu_log(spec)
+    entry = {
+        "bundle_id": bid,
+        "candidate_id": manifest["candidate_id"],
+        "model_crc32": f"{crc:08x}",
+        "deployed_at": datetime.now(timezone.utc).isoformat(),
+        "previous_crc32": f"{before:08x}" if before is not None else None,
+        "manifest": manifest_summary(manifest),
+        "device": link.url,
+        "blob": str(_keep_blob(spec, blob)),
+    }
+    log_data["history"] = (log_data.get("history") or [])[-19:] + [entry]
+    _mcu_log_write(spec, log_data)
+    return {
+        "target": spec.name,
+        "bundle_id": bid,
+        "model_crc32": f"{crc:08x}",
+        "previous_crc32": entry["previous_crc32"],
+        "device": link.url,
+        "emulated": target.uses_emulation(),
+        "self_check": {"crc32": f"{check.crc:08x}", "n": check.n, "passed": True},
+    }
+
+
+def _restore_mcu(target, link, crc: int | None) -> str:
+    if crc is None:
+        return "the device had no model before"
+    path = codesign_home() / "deployments" / target.spec.name / f"{crc:08x}.blob"
+    if not path.is_file():
+        return f"the previous model {crc:08x} is not kept here; deploy a known-good bundle"
+    link.upload_model(path.read_bytes())
+    return f"the previous model {crc:08x} was re-uploaded and is active again"
+
+
+def rollback_mcu(target, *, link=None) -> dict[str, Any]:
+    spec = target.spec
+    history = _mcu_log(spec).get("history") or []
+    if len(history) < 2:
+        raise DeployError(
+            f"target '{spec.name}' has no earlier deployment recorded in "
+            f"{_mcu_log_path(spec)}; deploy a bundle instead"
+        )
+    prev = history[-2]
+    blob = Path(prev["blob"]).read_bytes()
+
+    def go(lk):
+        lk.upload_model(blob)
+        return lk.self_check(timeout_s=spec.connection.command_timeout_s)
+
+    if link is None:
+        with target.connect() as opened:
+            check = go(opened)
+    else:
+        check = go(link)
+    entry = dict(prev, deployed_at=datetime.now(timezone.utc).isoformat(), rollback=True)
+    data = _mcu_log(spec)
+    data["history"] = history[-19:] + [entry]
+    _mcu_log_write(spec, data)
+    return {"target": spec.name, "current": prev["model_crc32"], "self_check": f"{check.crc:08x}"}
+
+
+def status_mcu(target, *, link=None) -> dict[str, Any]:
+    """The firmware's active model CRC, matched with the deployments recorded on this host."""
+    spec = target.spec
+    if link is None:
+        with target.connect() as opened:
+            active = opened.active_model_crc()
+            url = opened.url
+    else:
+        active, url = link.active_model_crc(), link.url
+    history = _mcu_log(spec).get("history") or []
+    crc = f"{active:08x}" if active is not None else None
+    match = next((h for h in reversed(history) if h["model_crc32"] == crc), None)
+    out = {
+        "target": spec.name,
+        "device": url,
+        "active_model_crc32": crc,
+        "emulated": target.uses_emulation(),
+        "deployed": match,
+        "manifest": (match or {}).get("manifest"),
+        "last_recorded": history[-1] if history else None,
+    }
+    if target.uses_emulation():
+        out["note"] = (
+            "the emulated firmware starts afresh for each connection, so it holds no "
+            "model between commands; 'last_recorded' is what was deployed last"
+        )
+    return out
