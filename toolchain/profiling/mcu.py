@@ -266,6 +266,11 @@ def profile_mcu(run_dir: Path, target, store, *, candidate_ids: list[str] | None
         "candidates": rows,
     }
     write_summary(run_dir, summary)
+    # The run's leaderboard keeps it too, so report.md can say which heads fit and why not.
+    board.setdefault("mcu", {})[spec.name] = summary
+    from ..report.write import write_run
+
+    write_run(run_dir, board)
     return summary
 
 
