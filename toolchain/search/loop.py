@@ -151,7 +151,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
     best_acc = max(accs)
     summary = {
         "target": target.spec.name, "target_hash": target.spec.hash, "emulated": target.emulate,
-        "rounds": history, "budgets": vars(budgets), "variants": rows,
+        "rounds": history, "budgets": {k: v for k, v in vars(budgets).items()}, "variants": rows,
         "selected": variants[idx]["cand"].id if idx is not None else None,
         "selected_base": variants[idx]["base_id"] if idx is not None else None,
         "best_val_acc": best_acc,

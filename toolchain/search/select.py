@@ -26,6 +26,12 @@ class Budgets:
         return cls(tight(target.budgets.latency_ms, max_latency_ms),
                    tight(target.budgets.storage_mb, max_model_mb), target.budgets.ram_mb)
 
+    def __str__(self) -> str:
+        parts = [f"latency ≤ {self.latency_ms:g} ms" if self.latency_ms else "",
+                 f"model ≤ {self.model_mb:g} MB" if self.model_mb else "",
+                 f"RAM ≤ {self.ram_mb:g} MB" if self.ram_mb else ""]
+        return ", ".join(p for p in parts if p) or "none"
+
     def violations(self, cost: Cost) -> list[str]:
         out = []
         if self.latency_ms and cost.latency_ms > self.latency_ms:
