@@ -161,7 +161,8 @@ def status(target, emulate, as_json) -> None:
     click.echo(f"target   {result['target']}" + (" [emulated]" if result.get("emulated") else ""))
     if "active_model_crc32" in result:
         click.echo(f"device   {result['device']}")
-        click.echo(f"active   model crc {result['active_model_crc32'] or 'none'}")
+        running = result["active_selfcheck_crc32"]
+        click.echo(f"active   {'model with self-check CRC ' + running if running else 'no model'}")
         dep = result.get("deployed") or result.get("last_recorded")
         if dep:
             label = "deployed" if result.get("deployed") else "last recorded"

@@ -159,7 +159,7 @@ def _run_mcu(target, folder: Path, manifest: dict, passes: int, slowdown: float)
         "where": "uploaded to the firmware",
         "board": target.spec.name,
         "emulated": run.emulated,
-        "model_crc32": f"{run.model_crc:08x}",
+        "model_crc32": art.get("model_crc32"),
     }
 
 

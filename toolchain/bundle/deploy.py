@@ -22,10 +22,10 @@ import logging
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -195,9 +195,9 @@ def _check_target(manifest: dict, spec) -> None:
 class _Step:
     """Names the deployment step that failed, and what the board still runs."""
 
-    def __init__(self, spec, bundle: str, still: str | None) -> None:
+    def __init__(self, spec, bundle: str, still: str | None, done: int = 1) -> None:
         self.spec, self.bundle, self.still = spec, bundle, still
-        self.number, self.name = 0, ""
+        self.number, self.name = done, ""  # step 1, checking the bundle here, is done
 
     @contextmanager
     def __call__(self, name: str):
@@ -395,7 +395,7 @@ def rollback(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
             f"target '{spec.name}' has no previous version to roll back to "
             f"(current: {current or 'none'}); deploy another bundle first"
         )
-    step = _Step(spec, previous[:12], current)
+    step = _Step(spec, previous[:12], current, done=0)
     with step("self-check of the previous version"):
         _runner_json(
             shell.run(
@@ -484,13 +484,20 @@ def _mcu_log_write(spec, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _keep_blob(spec, blob: bytes) -> Path:
+def _keep_blob(spec, blob: bytes, selfcheck: str) -> Path:
     folder = codesign_home() / "deployments" / spec.name
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{zlib.crc32(blob):08x}.blob"
+    path = folder / f"{selfcheck}.blob"
     if not path.is_file():
         path.write_bytes(blob)
     return path
+
+
+def content_crc(blob: bytes) -> str:
+    """The blob's own CRC32 of its content (its last 4 bytes). The CRC32 of the *whole* blob,
+    which ``mload`` and ``profile`` use, is the same for every blob (the CRC-32 residue of
+    data followed by its own CRC), so it cannot tell two models apart."""
+    return f"{struct.unpack('<I', blob[-4:])[0]:08x}"
 
 
 def deploy_mcu(target, bundle_path: Path, *, link=None) -> dict[str, Any]:
@@ -499,9 +506,10 @@ def deploy_mcu(target, bundle_path: Path, *, link=None) -> dict[str, Any]:
     then run the firmware self-check against the bundle's expected CRC. An interrupted upload
     leaves the previous model active; a failed self-check re-uploads the previous model.
 
-    ``link``: an open, handshaken SerialLink (else one is opened with ``target.connect()``)."""
-    from ..mcu.blob import from_blob
+    The firmware has no "self-check the staged slot" command, so the check runs right after the
+    commit; what runs is identified by its self-check CRC (see :func:`content_crc`).
 
+    ``link``: an open, handshaken SerialLink (else one is opened with ``target.connect()``)."""
     spec = target.spec
     with open_bundle(bundle_path) as (folder, manifest):
         _check_target(manifest, spec)
@@ -509,78 +517,83 @@ def deploy_mcu(target, bundle_path: Path, *, link=None) -> dict[str, Any]:
         if art.get("runtime") != "firmware":
             raise DeployError(f"bundle {folder} is not an MCU bundle; rebuild it for '{spec.name}'")
         blob = (folder / art["model"]).read_bytes()
-        head = from_blob(blob)
-        expected = int(manifest["self_check"]["firmware_selfcheck_crc32"], 16)
+        expected = manifest["self_check"]["firmware_selfcheck_crc32"]
         bid = bundle_id(folder)
         if link is None:
             with target.connect() as opened:
-                return _deploy_mcu_on(target, opened, blob, head, expected, bid, manifest)
-        return _deploy_mcu_on(target, link, blob, head, expected, bid, manifest)
+                return _deploy_mcu_on(target, opened, blob, expected, bid, manifest)
+        return _deploy_mcu_on(target, link, blob, expected, bid, manifest)
 
 
-def _deploy_mcu_on(target, link, blob, head, expected, bid, manifest) -> dict[str, Any]:
+def _running(link) -> str | None:
+    """The self-check CRC of the active model (None when the firmware has none)."""
+    if link.active_model_crc() is None:
+        return None
+    return f"{link.self_check().crc:08x}"
+
+
+def _deploy_mcu_on(target, link, blob, expected: str, bid, manifest) -> dict[str, Any]:
     from ..errors import TransportError
 
     spec = target.spec
-    crc = zlib.crc32(blob)
     try:
-        before = link.active_model_crc()
+        before = _running(link)
     except TransportError as exc:
         raise DeployError(
-            f"deploy of bundle {bid[:12]} to '{spec.name}' failed at step 1 "
+            f"deploy of bundle {bid[:12]} to '{spec.name}' failed at step 2 "
             f"(read the active model): {exc}; nothing was changed"
         ) from exc
-    still = f"model crc {before:08x}" if before is not None else "no model"
-    step = _Step(spec, bid[:12], still)
+    still = f"the model with self-check CRC {before}" if before else "no model"
+    step = _Step(spec, bid[:12], still, done=2)
     with step("upload (staged, CRC-checked) and commit"):
-        if before != crc:
-            try:
-                link.upload_model(blob)
-            except TransportError as exc:
-                raise DeployError(f"{exc}") from exc
+        try:
+            link.upload_model(blob)
+        except TransportError as exc:
+            raise DeployError(str(exc)) from exc
     with step("self-check on the device"):
         try:
             check = link.self_check(timeout_s=spec.connection.command_timeout_s)
         except TransportError as exc:
             raise DeployError(str(exc)) from exc
-        if check.crc != expected:
+        if f"{check.crc:08x}" != expected:
             restored = _restore_mcu(target, link, before)
             raise DeployError(
-                f"firmware self-check gave CRC {check.crc:08x}, the bundle expects {expected:08x} "
+                f"firmware self-check gave CRC {check.crc:08x}, the bundle expects {expected} "
                 f"(the firmware's int8 kernels disagree with the reference); {restored}"
             )
     log_data = _mcu_log(spec)
     entry = {
         "bundle_id": bid,
         "candidate_id": manifest["candidate_id"],
-        "model_crc32": f"{crc:08x}",
+        "model_crc32": content_crc(blob),
+        "selfcheck_crc32": expected,
         "deployed_at": datetime.now(timezone.utc).isoformat(),
-        "previous_crc32": f"{before:08x}" if before is not None else None,
+        "previous_selfcheck_crc32": before,
         "manifest": manifest_summary(manifest),
         "device": link.url,
-        "blob": str(_keep_blob(spec, blob)),
+        "blob": str(_keep_blob(spec, blob, expected)),
     }
     log_data["history"] = (log_data.get("history") or [])[-19:] + [entry]
     _mcu_log_write(spec, log_data)
     return {
         "target": spec.name,
         "bundle_id": bid,
-        "model_crc32": f"{crc:08x}",
-        "previous_crc32": entry["previous_crc32"],
+        "model_crc32": entry["model_crc32"],
+        "previous_crc32": before,
         "device": link.url,
         "emulated": target.uses_emulation(),
         "self_check": {"crc32": f"{check.crc:08x}", "n": check.n, "passed": True},
     }
 
 
-def _restore_mcu(target, link, crc: int | None) -> str:
-    if crc is None:
+def _restore_mcu(target, link, selfcheck: str | None) -> str:
+    if selfcheck is None:
         return "the device had no model before"
-    path = codesign_home() / "deployments" / target.spec.name / f"{crc:08x}.blob"
+    path = codesign_home() / "deployments" / target.spec.name / f"{selfcheck}.blob"
     if not path.is_file():
-        return f"the previous model {crc:08x} is not kept here; deploy a known-good bundle"
+        return f"the previous model ({selfcheck}) is not kept here; deploy a known-good bundle"
     link.upload_model(path.read_bytes())
-    return f"the previous model {crc:08x} was re-uploaded and is active again"
+    return f"the previous model ({selfcheck}) was re-uploaded and is active again"
 
 
 def rollback_mcu(target, *, link=None) -> dict[str, Any]:
@@ -603,29 +616,39 @@ def rollback_mcu(target, *, link=None) -> dict[str, Any]:
             check = go(opened)
     else:
         check = go(link)
+    if f"{check.crc:08x}" != prev["selfcheck_crc32"]:
+        raise DeployError(
+            f"rollback on '{spec.name}': the restored model's self-check gave "
+            f"{check.crc:08x}, expected {prev['selfcheck_crc32']}"
+        )
     entry = dict(prev, deployed_at=datetime.now(timezone.utc).isoformat(), rollback=True)
     data = _mcu_log(spec)
     data["history"] = history[-19:] + [entry]
     _mcu_log_write(spec, data)
-    return {"target": spec.name, "current": prev["model_crc32"], "self_check": f"{check.crc:08x}"}
+    return {
+        "target": spec.name,
+        "current": prev["bundle_id"][:12],
+        "previous": history[-1]["bundle_id"][:12],
+        "self_check": f"{check.crc:08x}",
+    }
 
 
 def status_mcu(target, *, link=None) -> dict[str, Any]:
-    """The firmware's active model CRC, matched with the deployments recorded on this host."""
+    """What the firmware runs (identified by its self-check CRC), matched with the
+    deployments recorded on this host."""
     spec = target.spec
     if link is None:
         with target.connect() as opened:
-            active = opened.active_model_crc()
-            url = opened.url
+            running, url = _running(opened), opened.url
     else:
-        active, url = link.active_model_crc(), link.url
+        running, url = _running(link), link.url
     history = _mcu_log(spec).get("history") or []
-    crc = f"{active:08x}" if active is not None else None
-    match = next((h for h in reversed(history) if h["model_crc32"] == crc), None)
+    match = next((h for h in reversed(history) if h.get("selfcheck_crc32") == running), None)
     out = {
         "target": spec.name,
         "device": url,
-        "active_model_crc32": crc,
+        "active_selfcheck_crc32": running,
+        "active_model_crc32": (match or {}).get("model_crc32"),
         "emulated": target.uses_emulation(),
         "deployed": match,
         "manifest": (match or {}).get("manifest"),

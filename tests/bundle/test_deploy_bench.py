@@ -1,0 +1,265 @@
+"""Deploying to the host as a board (fast) and to the MCU on a pty; bench and its gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from toolchain.bundle.archive import archive_path
+from toolchain.bundle.bench import bench, block_statistic
+from toolchain.bundle.deploy import LocalShell, deploy, rollback, status
+from toolchain.bundle.manifest import bundle_id
+from toolchain.errors import BundleError, DeployError, RegressionError, TransportError
+from toolchain.target.registry import open_target
+
+
+def current_bundle(root: Path) -> str | None:
+    link = root / "current"
+    if not link.is_symlink():
+        return None
+    return json.loads((link / ".deploy.json").read_text())["bundle_id"]
+
+
+class InterruptedShell(LocalShell):
+    """The host board whose link drops after ``after`` file uploads."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__("host (flaky link)")
+        self.after = after
+        self.uploads = 0
+
+    def upload(self, local, remote):
+        if self.uploads >= self.after:
+            raise TransportError("upload of model.onnx on host lost the connection: Broken pipe")
+        self.uploads += 1
+        super().upload(local, remote)
+
+
+class CorruptingShell(LocalShell):
+    """Flips a byte of the model on its way to the board (after the local check passed)."""
+
+    def upload(self, local, remote):
+        super().upload(local, remote)
+        if remote.endswith("/model.onnx"):
+            data = bytearray(Path(remote).read_bytes())
+            data[len(data) // 2] ^= 0x01
+            Path(remote).write_bytes(bytes(data))
+
+
+def test_deploy_status_rollback_on_the_host(bundle_run, host_board):
+    target = open_target("host")
+    first = deploy(target, archive_path(bundle_run.host))
+    assert first["previous"] is None and first["self_check"]["passed"]
+    assert current_bundle(host_board) == bundle_id(bundle_run.host)
+    second = deploy(target, bundle_run.host_other)
+    assert second["previous"] == first["version"]
+    assert current_bundle(host_board) == bundle_id(bundle_run.host_other)
+    st = status(target)
+    assert st["current"] == second["version"] and st["previous"] == first["version"]
+    assert st["manifest"]["candidate_id"] == bundle_run.other
+    assert st["deployed"]["deployed_at"] and len(st["versions"]) == 2
+    back = rollback(target)
+    assert back["current"] == first["version"]
+    assert current_bundle(host_board) == bundle_id(bundle_run.host)
+    assert os.readlink(host_board / "current") == f"versions/{first['version']}"
+
+
+def test_tampered_bundle_is_refused(bundle_run, host_board, tmp_path):
+    target = open_target("host")
+    deploy(target, bundle_run.host)
+    # Tampered before deploying: refused before anything reaches the board.
+    copy = tmp_path / bundle_run.host_other.name
+    shutil.copytree(bundle_run.host_other, copy)
+    (copy / "labels.json").write_text('["x", "y"]\n')
+    with pytest.raises(BundleError, match="labels.json"):
+        deploy(target, copy)
+    # Corrupted on the way: the board's own sha256 check refuses it.
+    with pytest.raises(DeployError, match=r"step 4 \(verify hashes on the board\).*model.onnx"):
+        deploy(target, bundle_run.host_other, shell=CorruptingShell("host"))
+    assert current_bundle(host_board) == bundle_id(bundle_run.host)
+    assert not list((host_board / "versions").glob("*.partial"))
+
+
+@pytest.mark.parametrize("after", [0, 3])
+def test_interrupted_deploy_keeps_the_old_version(bundle_run, host_board, after):
+    target = open_target("host")
+    deploy(target, bundle_run.host)
+    before = os.readlink(host_board / "current")
+    with pytest.raises(DeployError, match=r"step 3 \(upload\).*keeps running"):
+        deploy(target, bundle_run.host_other, shell=InterruptedShell(after))
+    assert os.readlink(host_board / "current") == before
+    assert current_bundle(host_board) == bundle_id(bundle_run.host)
+    # The self-check of what still runs passes, and the next deploy goes through.
+    assert deploy(target, bundle_run.host_other)["previous"] == before.split("/")[-1]
+
+
+def test_deploy_refuses_a_bundle_for_another_target(bundle_run, host_board):
+    with pytest.raises(DeployError, match="built for target 'rpi4'"):
+        deploy(open_target("host"), bundle_run.rpi4)
+
+
+def test_deploy_cli_and_status(bundle_run, host_board, cli):
+    res = cli(["deploy", "--target", "host", "--bundle", archive_path(bundle_run.host)])
+    assert res.exit_code == 0, res.output
+    assert "self-check passed" in res.output
+    res = cli(["status", "--target", "host"])
+    assert res.exit_code == 0 and bundle_run.selected in res.output
+    res = cli(["deploy", "--target", "host", "--rollback"])
+    assert res.exit_code != 0 and "no previous version" in res.output
+
+
+# ---- bench -------------------------------------------------------------------------------------
+def test_block_statistic_ignores_a_noisy_block():
+    samples = [1.0] * 20 + [5.0] * 20 + [1.1] * 20
+    stat, medians = block_statistic(samples, 3)
+    assert stat == 1.0 and medians == [1.0, 5.0, 1.1]
+
+
+def test_bench_gate_on_an_injected_regression(bundle_run, cli, tmp_path):
+    base = tmp_path / "base.json"
+    res = cli(
+        [
+            "bench",
+            "--target",
+            "host",
+            "--bundle",
+            bundle_run.host,
+            "--json",
+            base,
+            "--markdown",
+            tmp_path / "base.md",
+            "--iterations",
+            400,
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(base.read_text())
+    assert len(report["latency_ms_samples"]) == 400 and report["self_check_passed"]
+    assert report["accuracy"]["accuracy"] is not None
+    assert "min of block medians" in (tmp_path / "base.md").read_text()
+    # A rerun of itself against its own output passes at the default 10%.
+    res = cli(
+        [
+            "bench",
+            "--target",
+            "host",
+            "--bundle",
+            bundle_run.host,
+            "--json",
+            tmp_path / "rerun.json",
+            "--baseline",
+            base,
+            "--iterations",
+            400,
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    # 20% slower inferences fail it, with the reports still written.
+    res = cli(
+        [
+            "bench",
+            "--target",
+            "host",
+            "--bundle",
+            bundle_run.host,
+            "--json",
+            tmp_path / "slow.json",
+            "--markdown",
+            tmp_path / "slow.md",
+            "--baseline",
+            base,
+            "--iterations",
+            400,
+            "--inject-slowdown",
+            0.2,
+        ]
+    )
+    assert res.exit_code == RegressionError.exit_code != 0, res.output
+    assert "regressed" in res.output
+    slow = json.loads((tmp_path / "slow.json").read_text())
+    assert slow["comparison"]["regressed"] and slow["comparison"]["latency_ratio"] > 1.1
+    assert "REGRESSION" in (tmp_path / "slow.md").read_text()
+
+
+def test_bench_gate_on_accuracy(bundle_run, tmp_path):
+    target = open_target("host")
+    base = bench(target, bundle_run.host, iterations=50)
+    better = json.loads(json.dumps(base))
+    better["accuracy"]["accuracy"] = base["accuracy"]["accuracy"] + 0.2
+    with pytest.raises(RegressionError, match="reference accuracy"):
+        bench(target, bundle_run.host, baseline=better, iterations=50)
+
+
+# ---- the MCU on a pty ------------------------------------------------------------------------------
+@pytest.fixture
+def mcu(bundle_run):
+    if bundle_run.mcu is None:
+        pytest.skip("needs make and cc for the posix firmware")
+    return open_target("mcu-pty")
+
+
+def test_mcu_deploy_interrupted_upload_keeps_previous_model(bundle_run, mcu, monkeypatch):
+    from toolchain.bundle.deploy import deploy_mcu, status_mcu
+    from toolchain.errors import TargetUnreachableError
+
+    with mcu.connect() as link:
+        first = deploy_mcu(mcu, bundle_run.mcu, link=link)
+        assert first["self_check"]["passed"]
+        check_a = int(first["self_check"]["crc32"], 16)
+        assert link.self_check().crc == check_a
+        real = link._send_chunk
+        calls = []
+
+        def dropping(off, data):
+            calls.append(off)
+            if len(calls) == 2:  # the cable is pulled mid-upload
+                link.close()
+                raise TargetUnreachableError(f"serial link {link.url!r} vanished")
+            real(off, data)
+
+        with (
+            monkeypatch.context() as mp,
+            pytest.raises(
+                DeployError, match=r"step 3 \(upload.*keeps running the model with self-check CRC"
+            ),
+        ):
+            mp.setattr(link, "_send_chunk", dropping)
+            deploy_mcu(mcu, bundle_run.mcu_other, link=link)
+        link.open()
+        link.handshake()
+        assert link.self_check().crc == check_a  # the previous model is still active
+        st = status_mcu(mcu, link=link)
+        assert st["active_model_crc32"] == first["model_crc32"]
+        assert st["deployed"]["bundle_id"] == bundle_id(bundle_run.mcu)
+        second = deploy_mcu(mcu, archive_path(bundle_run.mcu_other), link=link)
+        assert second["previous_crc32"] == first["self_check"]["crc32"]
+
+
+def test_mcu_deploy_and_bench_through_the_cli(bundle_run, mcu, cli, tmp_path):
+    res = cli(["deploy", "--target", "mcu-pty", "--bundle", bundle_run.mcu])
+    assert res.exit_code == 0, res.output
+    assert "self-check passed: firmware CRC" in res.output
+    out = tmp_path / "mcu.json"
+    res = cli(
+        [
+            "bench",
+            "--target",
+            "mcu-pty",
+            "--bundle",
+            archive_path(bundle_run.mcu),
+            "--json",
+            out,
+            "--markdown",
+            tmp_path / "mcu.md",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["self_check_passed"] and report["accuracy"]["int8_exact"]
+    assert report["emulated"] and report["latency_ms_samples"]
+    res = cli(["status", "--target", "mcu-pty"])
+    assert res.exit_code == 0 and "last recorded bundle" in res.output
