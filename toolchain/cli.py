@@ -230,6 +230,14 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
             found, _ = run(RunConfig())
         run_dir = found
     tgt = open_target(target, emulate=emulate)
+    if tgt.spec.kind == "serial":
+        # An MCU holds the int8 head; the backbone runs upstream (issue: option a).
+        from .profiling.mcu import profile_mcu
+
+        with RecordStore() as store:
+            summary = profile_mcu(Path(run_dir), tgt, store, candidate_ids=list(candidates) or None)
+        _render_mcu(Path(run_dir), summary)
+        return
     if candidates:
         from .profiling.runner import profile_candidates
         from .profiling.stats import summarize
@@ -277,6 +285,13 @@ def _render_loop(run_dir: Path, summary: dict) -> None:
                    f"Kendall τ {rep['kendall_tau'] if rep['kendall_tau'] is not None else 'n/a'} (n={rep['n']})")
 
 
+def _render_mcu(run_dir: Path, summary: dict) -> None:
+    from .profiling.mcu import render_mcu
+
+    click.echo(f"run: {run_dir}")
+    click.echo("\n".join(render_mcu(summary)))
+
+
 def _adopt(cmd: click.Command) -> click.Command:
     """A copy of a command defined in another module, with the CLI's error handling (the
     original stays untouched, so the library's own command objects keep raising)."""
@@ -292,10 +307,11 @@ def _adopt(cmd: click.Command) -> click.Command:
 
 def _register() -> None:
     from .cli_baseline import baseline
+    from .cli_bundle import COMMANDS as bundle_commands
     from .cli_results import results
     from .cli_targets import targets
 
-    for cmd in (targets, results, baseline):
+    for cmd in (targets, results, baseline, *bundle_commands):
         main.add_command(_adopt(cmd))
 
 

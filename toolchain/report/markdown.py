@@ -64,6 +64,10 @@ def render_report(board: dict) -> str:
     lines += ["", "## Accuracy vs cost", "", "![pareto](pareto.png)", ""]
     if board.get("loop"):
         lines += render_loop(board["loop"])
+    for summary in board.get("mcu", {}).values():
+        from ..profiling.mcu import render_mcu
+
+        lines += render_mcu(summary)
     wins = {}
     for c in board["candidates"]:
         for dim in ("head", "combine"):
