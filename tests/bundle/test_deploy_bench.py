@@ -263,3 +263,26 @@ def test_mcu_deploy_and_bench_through_the_cli(bundle_run, mcu, cli, tmp_path):
     assert report["emulated"] and report["latency_ms_samples"]
     res = cli(["status", "--target", "mcu-pty"])
     assert res.exit_code == 0 and "last recorded bundle" in res.output
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+def test_mcu_qemu_bundle_deploy_and_bench_gate(bundle_run, tmp_path, monkeypatch):
+    """The MCU in QEMU: instruction counts make the gate deterministic there."""
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        pytest.skip("needs arm-none-eabi-gcc and qemu-system-arm")
+    from toolchain.bundle.build import build_bundle
+
+    monkeypatch.setenv("CODESIGN_HOME", str(bundle_run.home))
+    with bundle_run.store() as store:
+        folder = build_bundle(
+            bundle_run.run_dir, "mcu-qemu", tmp_path, allow_unmeasured=True, store=store
+        )
+    target = open_target("mcu-qemu")
+    assert deploy(target, archive_path(folder))["self_check"]["passed"]
+    base = bench(target, folder, json_out=tmp_path / "base.json")
+    assert base["accuracy"]["int8_exact"] and "instructions" in base["unit"]
+    again = bench(target, folder, baseline=tmp_path / "base.json")
+    assert again["comparison"]["latency_ratio"] == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(RegressionError, match="above the baseline"):
+        bench(target, folder, baseline=tmp_path / "base.json", inject_slowdown=0.2)
