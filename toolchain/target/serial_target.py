@@ -179,12 +179,15 @@ class SerialTarget(Target):
                 f"limits on {link.url} (max {link.info.max_layers} layers, {link.info.max_dim} wide)"
             )
         blob = to_blob(head)
-        # Skip the upload when the board already runs this exact model (baked or uploaded).
-        crc = zlib.crc32(blob)
-        if link.active_model_crc() != crc:
-            crc = link.upload_model(blob)
-        check = link.self_check(timeout_s=self.spec.connection.command_timeout_s)
         expected = selfcheck_crc(head)
+        timeout = self.spec.connection.command_timeout_s
+        # Skip the upload when the board already runs this exact model (baked or uploaded). The
+        # whole-blob CRC alone cannot tell: a blob ends with its own CRC, so the CRC over all of
+        # it is the same constant residue for every model. The self-check CRC identifies it.
+        crc = zlib.crc32(blob)
+        if link.active_model_crc() != crc or link.self_check(timeout_s=timeout).crc != expected:
+            crc = link.upload_model(blob)
+        check = link.self_check(timeout_s=timeout)
         if check.crc != expected:
             raise ValidationMismatchError(
                 f"firmware self-check on target '{self.spec.name}' gave CRC {check.crc:08x}, the "
