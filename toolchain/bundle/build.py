@@ -331,6 +331,10 @@ def build_bundle(
     board = read_leaderboard(run_dir)
     cand, base_id = resolve_candidate(board, run_dir, candidate_id)
     runtime = _runtime_kind(spec)
+    if runtime == "firmware" and cand.precision != "int8-head":
+        # An MCU runs the int8 head on features computed upstream; that variant is what
+        # 'codesign profile --target <mcu>' measured.
+        cand = replace(cand, precision="int8-head")
     own_store = store is None
     store = store if store is not None else RecordStore()
     try:
