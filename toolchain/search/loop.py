@@ -60,6 +60,8 @@ class CalibratedModel:
 
     def predict(self, cand, head_params, head_flops, *, use_measured=True):
         own = self.own.predict(cand, head_params, head_flops, use_measured=use_measured)
+        if own.source == "measured":  # a real board's measurement beats any calibration
+            return own
         host_cand = replace(cand)
         lat = self.host.predict(host_cand, head_params, head_flops, use_measured=False).latency_ms
         return replace(own, latency_ms=lat * self.scale, source="predicted")
@@ -108,7 +110,10 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         wanted = sorted((i for i, f in enumerate(front) if f), key=lambda i: -accs[i])[:top_k]
         if idx is not None and idx not in wanted:
             wanted.append(idx)
-        todo = [i for i in wanted if costs[i].source != "measured"]
+        # Emulated records never enter the cost model, but they did check the candidate on
+        # this target: measuring them again each round would learn nothing.
+        done = store.measured_candidates(target.spec.name, threads=target.spec.threads)
+        todo = [i for i in wanted if costs[i].source != "measured" and variants[i]["cand"].id not in done]
         history.append({"round": round_no, "selected": new_choice, "n_records": model.n_records,
                         "to_measure": [variants[i]["cand"].id for i in todo]})
         log.info("round %d: selected %s, measuring %d new", round_no, new_choice, len(todo))
