@@ -85,7 +85,7 @@ def _run_linux(
             emulated=shell.emulated or report.get("emulated", False),
             self_check=check,
         )
-    root = deploy_root(spec)
+    root = deploy_root(spec, shell)
     bid = bundle_id(folder)
     current = _readlink(shell, f"{root}/current")
     remote, temp = None, None

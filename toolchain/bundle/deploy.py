@@ -120,11 +120,14 @@ class LocalShell(BoardShell):
         shutil.copymode(local, dest)
 
 
-def deploy_root(spec) -> str:
+def deploy_root(spec, shell=None) -> str:
     env = "CODESIGN_TARGET_" + re.sub(r"[^A-Z0-9]", "_", spec.name.upper()) + "_DEPLOY_DIR"
     root = os.environ.get(env)
     if root is None:
-        root = "codesign" if spec.kind == "ssh" else str(codesign_home() / "boards" / spec.name)
+        # On a board, relative to the login folder; on this machine (the host as a board, or a
+        # board's qemu-user emulation) under CODESIGN_HOME, never the current directory.
+        on_board = spec.kind == "ssh" and not isinstance(shell, LocalShell)
+        root = "codesign" if on_board else str(codesign_home() / "boards" / spec.name)
     root = root.rstrip("/") or "/"
     if not _SAFE.fullmatch(root) or root.startswith("-"):
         raise DeployError(f"deploy folder {root!r} ({env}) must use only [A-Za-z0-9_.+/-]")
@@ -265,7 +268,7 @@ def deploy(target, bundle_path: Path, *, shell: BoardShell | None = None) -> dic
             )
         bid = bundle_id(folder)
         shell = shell or open_shell(target)
-        root = deploy_root(spec)
+        root = deploy_root(spec, shell)
         before = _version_name(_readlink(shell, f"{root}/current"))
         step = _Step(spec, bid[:12], before)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -387,7 +390,7 @@ def rollback(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
     if spec.kind == "serial":
         return rollback_mcu(target)
     shell = shell or open_shell(target)
-    root = deploy_root(spec)
+    root = deploy_root(spec, shell)
     current = _version_name(_readlink(shell, f"{root}/current"))
     previous = _version_name(_readlink(shell, f"{root}/previous"))
     if not previous:
@@ -423,7 +426,7 @@ def status(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
     if spec.kind == "serial":
         return status_mcu(target)
     shell = shell or open_shell(target)
-    root = deploy_root(spec)
+    root = deploy_root(spec, shell)
     current = _version_name(_readlink(shell, f"{root}/current"))
     out: dict[str, Any] = {
         "target": spec.name,
