@@ -60,6 +60,7 @@ def test_budget_is_met_by_measurement(tiny_run):
                            warmup=1, iterations=6, max_latency_ms=budget)
     sel = next(v for v in second["variants"] if v["id"] == second["selected"])
     assert sel["cost"]["latency_ms"] <= budget and sel["feasible"]
+    assert sel["cost"]["source"] == "measured"  # met by measurement, not by prediction
 
 
 def test_killed_profile_leaves_consistent_db_and_resumes(tiny_run, codesign_home):
