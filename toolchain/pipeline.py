@@ -20,7 +20,6 @@ from .features.backbone import ModelRef, backbone_info, resolve_model
 from .features.layers import LayerFeatures, layer_features
 from .paths import codesign_home
 from .progress import progress_bar
-from .search.candidate import Candidate
 from .search.fit import FeatureBank, FittedCandidate, fit_candidate
 from .search.select import Budgets, pareto_front, select
 from .search.space import DEFAULT_HEADS, SearchSpace
@@ -148,7 +147,7 @@ def _cost_model(target, infos, seq_len, fitted):
     return CostModel.fit(records, target, infos, seq_len, heads=heads)
 
 
-def _baseline(rows, ex: Extraction, banks) -> dict:
+def _baseline(rows, ex: Extraction) -> dict:
     """The classic feature extractor: last layer's [CLS] into softmax regression."""
     first = next(iter(ex.refs))
     n_layers = ex.features[next(k for k in ex.features if k[0] == first)].n_layers - 1
@@ -162,7 +161,7 @@ def _baseline(rows, ex: Extraction, banks) -> dict:
 
 def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len) -> dict:
     has_test = ex.dataset.test is not None
-    base = _baseline(rows, ex, banks)
+    base = _baseline(rows, ex)
     heads_dir = run_dir / "heads"
     # Heads kept for export and measurement: the front, the selection, the baseline, and the
     # best candidate at each depth (so that measured costs can move the selection).
@@ -237,9 +236,6 @@ def candidate_by_id(board: dict, cid: str) -> dict:
             return c
     raise SearchError(f"candidate '{cid}' is not in this run's leaderboard")
 
-
-def as_candidate(entry: dict) -> Candidate:
-    return Candidate.from_dict(entry)
 
 
 def attach_test_accuracy(board: dict, run_dir: Path, summary: dict) -> None:

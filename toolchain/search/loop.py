@@ -62,8 +62,7 @@ class CalibratedModel:
         own = self.own.predict(cand, head_params, head_flops, use_measured=use_measured)
         if own.source == "measured":  # a real board's measurement beats any calibration
             return own
-        host_cand = replace(cand)
-        lat = self.host.predict(host_cand, head_params, head_flops, use_measured=False).latency_ms
+        lat = self.host.predict(cand, head_params, head_flops, use_measured=False).latency_ms
         return replace(own, latency_ms=lat * self.scale, source="predicted")
 
     def describe(self) -> dict:
