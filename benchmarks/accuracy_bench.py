@@ -41,7 +41,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("CODESIGN_HOME", str(Path.home() / ".cache" / "codesign-bench"))
 
-from extraction_bench import load_average, machine_info  # noqa: E402
+from extraction_bench import cpu_seconds, load_average, machine_info  # noqa: E402
 
 DATASETS = ("trec", "emotion", "sst2")
 MAX_LENGTH = 64
@@ -78,9 +78,9 @@ def search_stage(name: str, max_candidates: int, heads, reuse: bool):
         board = read_leaderboard(run_dir)
         if board.get("bench_search_cpu_seconds") is not None:
             return run_dir, board, ex
-    cpu0 = time.process_time()
+    cpu0 = cpu_seconds()
     board = search(cfg, ex, run_dir)
-    board["bench_search_cpu_seconds"] = time.process_time() - cpu0
+    board["bench_search_cpu_seconds"] = cpu_seconds() - cpu0
     write_run(run_dir, board)
     return run_dir, board, ex
 

@@ -44,6 +44,14 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the search's worker processes)."""
+    import resource
+
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 def machine_info() -> dict:
     import torch
     import transformers

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from extraction_bench import load_average, machine_info, result_path  # noqa: E402
+from extraction_bench import cpu_seconds, load_average, machine_info, result_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                          "extraction is measured)")
     ap.add_argument("--extract-seconds", type=float, default=None,
                     help="extraction time measured earlier, when --home already holds the features")
+    ap.add_argument("--jobs", type=int, default=None, help="processes fitting heads (default: every core)")
+    ap.add_argument("--keep-run", action="store_true",
+                    help="keep the run as $CODESIGN_HOME/runs/bench-<dataset>-c<N>, which "
+                         "accuracy_bench.py --max-candidates N then reuses instead of searching again")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/...)")
     args = ap.parse_args(argv)
 
@@ -56,14 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CODESIGN_HOME"] = tmp.name
     os.environ.setdefault("CODESIGN_NO_PROGRESS", "1")
 
+    from toolchain.paths import codesign_home
     from toolchain.pipeline import RunConfig, extract, search
+    from toolchain.report.write import write_run
 
     config = RunConfig(models=(args.model,), dataset=args.dataset, max_lengths=(args.max_length,),
-                       max_combinations=args.max_combinations, max_per_class=args.max_per_class)
+                       max_combinations=args.max_combinations, max_per_class=args.max_per_class,
+                       jobs=args.jobs)
     load_before = load_average()
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), cpu_seconds()
     ex = extract(config)
-    extract_wall = time.perf_counter() - started
+    extract_wall, extract_cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     (features,) = ex.features.values()
     if features.extracted_chunks:
         extract_seconds = extract_wall
@@ -75,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         extract_seconds, extract_source = None, "unknown: the cache was complete; pass --extract-seconds"
 
-    with tempfile.TemporaryDirectory(prefix="codesign-search-run-") as run_dir:
-        started = time.perf_counter()
-        board = search(config, ex, Path(run_dir))
-        search_wall = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="codesign-search-run-") as scratch:
+        run_dir = (codesign_home() / "runs" / f"bench-{args.dataset}-c{args.max_combinations}"
+                   if args.keep_run else Path(scratch))
+        started, cpu0 = time.perf_counter(), cpu_seconds()
+        board = search(config, ex, run_dir)
+        search_wall, search_cpu = time.perf_counter() - started, cpu_seconds() - cpu0
+        if args.keep_run:
+            board["bench_search_cpu_seconds"] = search_cpu
+            write_run(run_dir, board)
 
     per_head: dict[str, dict[str, float]] = defaultdict(lambda: {"n": 0, "fit_seconds": 0.0})
     per_combine: dict[str, dict[str, float]] = defaultdict(lambda: {"n": 0, "fit_seconds": 0.0})
@@ -102,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         "extract_seconds": extract_seconds,
         "extract_source": extract_source,
         "extract_wall_this_run": extract_wall,
+        "extract_cpu_this_run": extract_cpu,
+        "search_jobs": board["search_jobs"],
+        "search_cpu_seconds": search_cpu,
         "search_seconds_fit_loop": board["search_seconds"],
         "search_seconds_total": search_wall,
         "search_over_extract": (search_wall / extract_seconds) if extract_seconds else None,
@@ -121,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp.cleanup()
 
     ratio = result["search_over_extract"]
-    print(f"{args.dataset}: {board['n_candidates']} candidates searched in {search_wall:.1f} s; "
+    print(f"{args.dataset}: {board['n_candidates']} candidates searched in {search_wall:.1f} s "
+          f"({board['search_jobs']} processes); "
           f"extraction {extract_seconds if extract_seconds is None else round(extract_seconds, 1)} s"
           + ("" if ratio is None else f" → search/extraction = {ratio:.2f}"))
     for head, v in result["per_head"].items():

@@ -20,7 +20,8 @@ from .features.backbone import ModelRef, backbone_info, resolve_model
 from .features.layers import LayerFeatures, layer_features
 from .paths import codesign_home
 from .progress import progress_bar
-from .search.fit import FeatureBank, FittedCandidate, fit_candidate
+from .search.fit import FeatureBank, FittedCandidate
+from .search.parallel import auto_jobs, fit_all
 from .search.select import Budgets, pareto_front, select
 from .search.space import DEFAULT_HEADS, SearchSpace
 from .target.spec import load_target_spec
@@ -44,6 +45,7 @@ class RunConfig:
     max_eval_per_class: int | None = None
     seed: int = 0
     run_dir: str | None = None
+    jobs: int | None = None  # processes fitting heads; None: every core for large searches
 
 
 @dataclass
@@ -94,14 +96,10 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
     banks = {key: FeatureBank(f, y, ex.dataset.n_classes) for key, f in ex.features.items()}
     seq_len = {key: float(np.mean(f.lengths["validation"])) for key, f in ex.features.items()}
     budgets = Budgets.for_target(target, config.max_latency_ms, config.max_model_mb)
-    fitted: list[FittedCandidate] = []
+    jobs = config.jobs or auto_jobs(len(cands), len(y["train"]))
     started = time.perf_counter()
     with progress_bar(f"fitting {len(cands)} candidates", len(cands)) as advance, _one_thread():
-        for cand in cands:
-            bank = banks[(cand.backbone, cand.max_length)]
-            bank.forget({cand.feature_key})
-            fitted.append(fit_candidate(cand, bank, config.seed))
-            advance()
+        fitted = fit_all(cands, banks, config.seed, jobs, advance)
     search_seconds = time.perf_counter() - started
     cost_model = _cost_model(target, infos, seq_len, fitted)
     rows = []
@@ -117,7 +115,9 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
             f"no candidate meets the budgets ({budgets}); the cheapest needs "
             f"{min(r['cost'].latency_ms for r in rows):.2f} ms — relax --max-latency-ms/--max-model-mb"
         )
-    return _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
+    board = _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
+    board["search_jobs"] = jobs
+    return board
 
 
 @contextmanager

@@ -125,6 +125,21 @@ def test_two_backbones_are_searched_together(tiny_bert, tiny_bert_3, toy_spec, t
     assert b["cost"]["latency_ms"] > a["cost"]["latency_ms"]
 
 
+def test_fitting_in_two_processes_gives_the_same_leaderboard(tiny_run, tiny_bert, toy_spec, tmp_path):
+    """Each fit is seeded on its own: worker processes change the wall time, never a result."""
+    _, _, serial = tiny_run
+    assert serial["search_jobs"] == 1  # a search this small stays in one process by default
+    run_dir = tmp_path / "parallel"
+    result = invoke("run", "--model", str(tiny_bert), "--dataset", str(toy_spec), "--max-candidates", "10",
+                    "--jobs", "2", "--run-dir", str(run_dir))
+    assert result.exit_code == 0, result.output
+    board = json.loads((run_dir / "leaderboard.json").read_text())
+    assert board["search_jobs"] == 2
+    assert [c["id"] for c in board["candidates"]] == [c["id"] for c in serial["candidates"]]
+    assert {c["id"]: c["val_acc"] for c in board["candidates"]} == {c["id"]: c["val_acc"] for c in serial["candidates"]}
+    assert board["selected"] == serial["selected"]
+
+
 def test_extract_then_reuse(tiny_bert, toy_spec):
     first = invoke("extract", "--model", str(tiny_bert), "--dataset", str(toy_spec), "--max-length", "32")
     assert first.exit_code == 0 and "tiny @ 32 tokens: extracted, 3 layers" in first.output

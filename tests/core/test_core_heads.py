@@ -114,3 +114,24 @@ def test_scalar_mix_learns_to_weight_the_informative_layer(toy):
     w = learn_scalar_mix([noise, x], y, 3)
     assert w.shape == (2,) and abs(float(w.sum()) - 1.0) < 1e-5
     assert w[1] > w[0]
+
+
+def test_large_training_sets_get_the_short_decaying_schedule(toy, monkeypatch):
+    """From SmallMLP.LARGE rows on, training is capped at LARGE_EPOCHS with a decaying rate,
+    and still learns (threshold lowered so that the branch runs on the toy set)."""
+    x, y, xt, yt = toy
+    monkeypatch.setattr(SmallMLP, "LARGE", 100)
+    monkeypatch.setattr(SmallMLP, "LARGE_BATCH", 16)
+    mlp = SmallMLP(32, seed=0, max_epochs=40, patience=40).fit(x, y, 3)
+    assert mlp.epochs_run == SmallMLP.LARGE_EPOCHS
+    assert accuracy(mlp.predict(xt), yt) > 0.9
+
+
+def test_scalar_mix_on_a_row_sample_matches_the_full_fit(toy):
+    """Above max_rows the mix is learned on a stratified sample: same ranking of the layers."""
+    x, y, _, _ = toy
+    noise = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    full = learn_scalar_mix([noise, x], y, 3)
+    sampled = learn_scalar_mix([noise, x], y, 3, max_rows=90)
+    assert sampled[1] > sampled[0] and full[1] > full[0]
+    assert not np.allclose(sampled, full)  # the sample really was smaller

