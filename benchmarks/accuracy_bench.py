@@ -161,7 +161,7 @@ def host_cost_model(board, store):
 
     infos = {n: backbone_info(resolve_model(m["path"])) for n, m in board["models"].items()}
     seq_len = {}
-    for key, value in board["mean_val_tokens"].items():
+    for key, value in board.get("median_val_tokens", board["mean_val_tokens"]).items():
         name, _, ml = key.rpartition("@")
         seq_len[(name, int(ml))] = value
     variants = [{"cand": Candidate.from_dict(c), "head_params": c.get("head_params", 0)}

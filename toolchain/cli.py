@@ -200,12 +200,15 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
 @click.option("--max-model-mb", type=float, default=None)
 @click.option("--iterations", type=int, default=60, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--passes", type=click.IntRange(min=1), default=None,
+              help="Interleave: measure the candidates round-robin in N passes of iterations/N "
+                   "(default: 3 on the host, a shared machine; 1 on a board).")
 @click.option("--run-if-missing", is_flag=True, help="Run the default 'codesign run' first when no run exists.")
 @click.option("--candidate", "candidates", multiple=True, metavar="ID",
               help="Measure exactly these candidates (repeatable) instead of running the loop.")
 @handle_errors
 def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency_ms, max_model_mb,
-                iterations, warmup, run_if_missing, candidates) -> None:
+                iterations, warmup, passes, run_if_missing, candidates) -> None:
     """Measure a run's front on a target and refit the cost model until the selection settles.
 
     \b
@@ -247,7 +250,7 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
 
         with RecordStore() as store:
             records = profile_candidates(Path(run_dir), tgt, store, list(candidates), precisions,
-                                         warmup=warmup, iterations=iterations)
+                                         warmup=warmup, iterations=iterations, passes=passes or 1)
         for r in records:
             st = summarize(r.latency_ms_samples)
             click.echo(f"{r.candidate_id} {r.precision:12} median {st.median_ms:.2f} ms "
@@ -257,7 +260,7 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
     with RecordStore() as store:
         summary = co_design(Path(run_dir), tgt, store, rounds=rounds, top_k=top_k, precisions=precisions,
                             max_latency_ms=max_latency_ms, max_model_mb=max_model_mb,
-                            warmup=warmup, iterations=iterations)
+                            warmup=warmup, iterations=iterations, passes=passes)
     _render_loop(Path(run_dir), summary)
 
 

@@ -32,21 +32,37 @@ def test_loop_measures_front_and_reports_predicted_vs_measured(tiny_run):
     target = open_target("host")
     with RecordStore() as store:
         summary = co_design(tiny_run, target, store, rounds=2, top_k=2, precisions=("fp32",),
-                            warmup=2, iterations=8)
-        records = store.records(target="host")
+                            warmup=2, iterations=8, passes=2)
+        records = sorted(store.records(target="host"), key=lambda r: r.recorded_at)
     assert records, "the loop measured nothing"
     for r in records:
-        assert len(r.latency_ms_samples) == 8 and r.warmup == 2 and r.threads == 1
+        assert len(r.latency_ms_samples) == 4 and r.warmup == 2 and r.threads == 1  # 8 in 2 passes
+        assert len(r.input_tokens) == 4 and min(r.input_tokens) >= 1  # the length behind each sample
         assert r.emulated is False and r.target_hash == target.spec.hash
         assert r.peak_rss_bytes > 0 and r.model_bytes > 0 and len(r.input_crc) == 8
         assert r.predicted_latency_ms is not None  # what the model said before measuring
     measured = [v for v in summary["variants"] if "measured" in v]
     assert {v["id"] for v in measured} == {r.candidate_id for r in records}
+    assert all(v["measured"]["n_records"] == 2 and v["measured"]["n_samples"] == 8 for v in measured)
     assert summary["selected"] in {v["id"] for v in summary["variants"]}
     board = json.loads((tiny_run / "leaderboard.json").read_text())
     assert board["loop"]["selected"] == summary["selected"]
     report = (tiny_run / "report.md").read_text()
     assert "predicted before ms" in report and "measured median ms" in report
+
+
+def test_passes_interleave_the_candidates_and_inputs_sit_at_length_quantiles(tiny_run):
+    from toolchain.profiling.runner import profile_candidates
+
+    kept = sorted(p.stem for p in (tiny_run / "heads").glob("*.safetensors"))[:2]
+    with RecordStore() as store:
+        records = profile_candidates(tiny_run, open_target("host"), store, kept, warmup=1, iterations=6, passes=3)
+    assert [r.candidate_id for r in records] == kept * 3  # round-robin, not one candidate at a time
+    # Inputs at evenly spaced length quantiles: the measured mix's median is the validation median.
+    board = json.loads((tiny_run / "leaderboard.json").read_text())
+    (val_median,) = board["median_val_tokens"].values()
+    for r in records:
+        assert abs(r.median_input_tokens - val_median) <= 0.15 * val_median
 
 
 def test_budget_is_met_by_measurement(tiny_run):

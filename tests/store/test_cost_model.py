@@ -11,7 +11,13 @@ from store_helpers import candidate, make_record
 from toolchain.errors import SearchError
 from toolchain.features.backbone import BackboneInfo
 from toolchain.search.cost import estimate_cost, layer_flops
-from toolchain.search.cost_model import CostModel, kendall_tau_b, nnls, prediction_report
+from toolchain.search.cost_model import (
+    CostModel,
+    kendall_tau_b,
+    leave_one_out_pairs,
+    nnls,
+    prediction_report,
+)
 from toolchain.target.spec import TargetSpec
 
 INFO = BackboneInfo(n_layers=6, hidden=64, intermediate=256, heads=4, vocab=1000, max_positions=128)
@@ -196,3 +202,44 @@ def test_leave_one_out_and_recorded_pairs():
     assert prediction_report(loo.values())["within_10pct"] == 1.0
     rec = recorded_pairs(records)
     assert all(p == 1.0 for p, _ in rec.values()) and len(rec) == len(grid())
+
+
+def measure_at(cand, tokens: int, **kw):
+    """A noiseless record of the true law when the inputs have ``tokens`` real tokens."""
+    flops = cand.depth * layer_flops(INFO, tokens) + HEAD[1]
+    a, b = LAT[cand.precision]
+    return make_record(cand, samples=[a + b * flops] * 5, input_tokens=(tokens,) * 5, **kw)
+
+
+def test_records_on_other_length_mixes_are_fit_points_not_measurements():
+    """Runs on different datasets time different lengths: each mix is a point at its own length,
+    and only a measurement on about the run's median length stands in for a prediction."""
+    seq = {("tiny", 64): 30.0}
+    cands = [candidate(depth=d, max_length=64) for d in range(1, 7)]
+    short = [measure_at(c, 12) for c in cands[:3]]   # e.g. SST-2 phrases
+    long_ = [measure_at(c, 45) for c in cands[3:]]   # e.g. longer sentences
+    model = CostModel.fit(short + long_, TARGET, INFOS, seq, heads={c.id: HEAD for c in cands})
+    law = model.law("fp32", "latency_ms")
+    assert law.mode == "fit" and law.slope == pytest.approx(LAT["fp32"][1], rel=1e-6)
+    for c in cands:  # measured, but at 12 or 45 tokens: at the run's 30 the law answers
+        got = model.predict(c, *HEAD)
+        assert got.source == "predicted"
+        want = LAT["fp32"][0] + LAT["fp32"][1] * (c.depth * layer_flops(INFO, 30) + HEAD[1])
+        assert got.latency_ms == pytest.approx(want, rel=1e-6)
+    at_12 = model.predict(cands[0], *HEAD, tokens=12)
+    assert at_12.source == "measured" and at_12.latency_ms == pytest.approx(short[0].latency_ms_samples[0])
+    # Within SAME_MIX of the run's median, the measurement is used.
+    near = measure_at(cands[1], 32)
+    model = CostModel.fit(short + long_ + [near], TARGET, INFOS, seq, heads={c.id: HEAD for c in cands})
+    assert model.predict(cands[1], *HEAD).source == "measured"
+    assert len(model.measured_for(cands[1])) == 1
+
+
+def test_leave_one_out_is_exact_for_a_noiseless_law_across_mixes():
+    seq = {("tiny", 64): 30.0}
+    cands = [candidate(depth=d, max_length=64) for d in range(1, 7)]
+    records = [measure_at(c, 12 if c.depth % 2 else 45) for c in cands]
+    pairs = leave_one_out_pairs(records, TARGET, INFOS, seq, heads={c.id: HEAD for c in cands})
+    assert len(pairs) == len(cands)
+    for predicted, measured in pairs.values():
+        assert predicted == pytest.approx(measured, rel=1e-6)

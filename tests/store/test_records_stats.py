@@ -29,6 +29,9 @@ def test_record_validation():
         make_record(samples=[1.0, float("nan")])
     with pytest.raises(ValueError, match="negative"):
         make_record(peak_rss_bytes=-1)
+    with pytest.raises(ValueError, match="2 input token counts for 3 latency samples"):
+        make_record(samples=[1.0, 1.1, 0.9], input_tokens=[5, 6])
+    assert make_record(samples=[1.0, 1.1, 0.9], input_tokens=[9, 5, 7]).median_input_tokens == 7
     d = make_record().to_dict()
     del d["candidate_id"]
     with pytest.raises(StoreError, match="missing field"):

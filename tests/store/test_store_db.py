@@ -159,14 +159,23 @@ def test_migrations_apply_once_and_reopen_is_a_no_op(tmp_path):
 def test_pending_migration_is_applied_to_an_old_database(tmp_path, monkeypatch):
     path = tmp_path / "codesign.db"
     monkeypatch.setattr(dbmod, "MIGRATIONS", MIGRATIONS[:1])
+    old = make_record()
     with RecordStore(path) as store:
-        store.append(make_record())
         assert [m[0] for m in store.migrations()] == [1]
+        # A record as codesign wrote it at schema 1 (no input_tokens column yet).
+        cols = [c for c in dbmod._COLUMNS if c != "input_tokens_json"]
+        row = [v for c, v in zip(dbmod._COLUMNS, dbmod._to_row(old), strict=True) if c != "input_tokens_json"]
+        store._conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
     monkeypatch.setattr(dbmod, "MIGRATIONS", MIGRATIONS)
     with RecordStore(path) as store:
         assert [m[0] for m in store.migrations()] == [m.number for m in MIGRATIONS]
         assert len(store) == 1
+        (back,) = store.records()
+        assert back.record_id == old.record_id and back.input_tokens == () and back.median_input_tokens is None
         assert store.begin_session("s", target="host") == set()
+        new = make_record(record_id="new", input_tokens=(5, 9, 7))
+        store.append(new)
+        assert {r.record_id: r.input_tokens for r in store.records()}["new"] == (5, 9, 7)
 
 
 def test_database_from_a_newer_codesign_is_refused(tmp_path):

@@ -104,6 +104,9 @@ class CostRecord:
     input_crc: str = ""
     emulated: bool = False
     instructions: tuple[int, ...] = ()  # MCU/emulator instruction counts per inference
+    # Real token count of the input behind each latency sample (same order); () when unknown.
+    # It lets the cost model compare records made on different datasets' length mixes.
+    input_tokens: tuple[int, ...] = ()
     predicted_latency_ms: float | None = None  # what the cost model said before measuring
     host: dict = field(default_factory=dict)
     run_id: str = ""
@@ -118,6 +121,10 @@ class CostRecord:
                              "is not a finite non-negative number of milliseconds")
         object.__setattr__(self, "latency_ms_samples", samples)
         object.__setattr__(self, "instructions", tuple(int(x) for x in self.instructions))
+        object.__setattr__(self, "input_tokens", tuple(int(x) for x in self.input_tokens))
+        if self.input_tokens and len(self.input_tokens) != len(samples):
+            raise ValueError(f"record for candidate {self.candidate_id}: {len(self.input_tokens)} "
+                             f"input token counts for {len(samples)} latency samples")
         object.__setattr__(self, "candidate", dict(self.candidate))
         object.__setattr__(self, "host", {str(k): str(v) for k, v in dict(self.host).items()})
         object.__setattr__(self, "emulated", bool(self.emulated))
@@ -168,4 +175,13 @@ class CostRecord:
     @property
     def n_samples(self) -> int:
         return len(self.latency_ms_samples)
+
+    @property
+    def median_input_tokens(self) -> float | None:
+        """Median real length of the measured inputs; None for records made before it was kept."""
+        if not self.input_tokens:
+            return None
+        s = sorted(self.input_tokens)
+        mid = len(s) // 2
+        return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2.0
 

@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ProfilePlan:
+    """What to measure: every base id × precision, or exactly ``pairs`` when given.
+
+    ``passes`` > 1 interleaves the measurements: the candidates are measured round-robin in
+    that many passes of ``iterations / passes`` samples each (one record per pass), so that a
+    shared machine's load drifts over all of them alike instead of biasing whichever ran in the
+    busy minute. The cost model pools a candidate's records.
+    """
+
     run_dir: Path
     base_ids: list[str]  # fp32 candidate ids of the run (with saved heads)
     precisions: tuple[str, ...] = ("fp32", "int8-dynamic")
@@ -37,6 +45,17 @@ class ProfilePlan:
     iterations: int = 60
     n_inputs: int = 32
     predicted: dict[str, float] = field(default_factory=dict)  # candidate id -> predicted ms
+    pairs: list[tuple[str, str]] | None = None  # (base id, precision), instead of the product
+    passes: int = 1
+
+    def work(self) -> list[tuple[str, str]]:
+        if self.pairs is not None:
+            return list(self.pairs)
+        return [(b, p) for b in self.base_ids for p in self.precisions]
+
+    @property
+    def iterations_per_pass(self) -> int:
+        return max(1, -(-self.iterations // max(1, self.passes)))
 
 
 def _host_outputs(artefact_dir: Path, job_dir: Path) -> np.ndarray:
@@ -70,10 +89,13 @@ def measure_one(target: Target, run_dir: Path, base_id: str, precision: str, tex
     artefact_dir, meta = export_artefact(run_dir, base_id, precision)
     with tempfile.TemporaryDirectory(prefix="codesign-job-") as tmp:
         job_dir = Path(tmp) / "job"
-        crc = build_job(artefact_dir, texts, job_dir, n_inputs=plan.n_inputs,
+        # Each pass times every input equally often: as many inputs as samples per pass at most.
+        crc = build_job(artefact_dir, texts, job_dir, n_inputs=min(plan.n_inputs, plan.iterations_per_pass),
                         provider=_provider(target))
         expected = _host_outputs(artefact_dir, job_dir)
-        report = target.run_agent(job_dir, warmup=plan.warmup, iterations=plan.iterations,
+        with np.load(job_dir / "inputs.npz", allow_pickle=False) as z:
+            lengths = [int(n) for n in z["lengths"]]
+        report = target.run_agent(job_dir, warmup=plan.warmup, iterations=plan.iterations_per_pass,
                                   threads=target.spec.threads)
     where = f"target '{target.spec.name}', candidate {meta['candidate_id']}"
     diff = check_outputs(report, expected, precision, where)
@@ -90,6 +112,8 @@ def measure_one(target: Target, run_dir: Path, base_id: str, precision: str, tex
         provider=runtime.get("provider", "CPU"), threads=int(report.get("threads", target.spec.threads)),
         warmup=int(report["warmup"]), iterations=int(report["iterations"]),
         latency_ms_samples=tuple(report["latency_ms_samples"]),
+        # The agent times input i % N at sample i (see bundle/agent.py).
+        input_tokens=tuple(lengths[i % len(lengths)] for i in range(len(report["latency_ms_samples"]))),
         peak_rss_bytes=int(report.get("peak_rss_bytes", 0)), model_bytes=int(meta["model_bytes"]),
         load_ms=float(report.get("load_ms", 0.0)), input_crc=crc, emulated=bool(report.get("emulated")),
         predicted_latency_ms=plan.predicted.get(meta["candidate_id"]), host=host, run_id=run_id,
@@ -102,25 +126,31 @@ def _provider(target: Target) -> str:
 
 
 def profile(target: Target, plan: ProfilePlan, store, texts, session_id: str) -> list[CostRecord]:
-    """Measure every (candidate, precision) of the plan not yet done in this session."""
+    """Measure every (candidate, precision, pass) of the plan not yet done in this session."""
     from dataclasses import replace
 
     from ..search.fit import SavedHead
 
     work = []
-    for base_id in plan.base_ids:
+    for base_id, precision in plan.work():
         base = SavedHead.load(plan.run_dir / "heads" / f"{base_id}.safetensors").candidate
-        for precision in plan.precisions:
-            work.append((base_id, precision, replace(base, precision=precision).id))
+        work.append((base_id, precision, replace(base, precision=precision).id))
+    # Pass-major order: every candidate once, then every candidate again (interleaved).
+    units = [(base_id, precision, cid, _progress_key(cid, p, plan.passes))
+             for p in range(plan.passes) for base_id, precision, cid in work]
     run_id = plan.run_dir.name
     done = store.begin_session(session_id, target=target.spec.name, run_id=run_id,
-                               planned=[w[2] for w in work])
-    todo = [w for w in work if w[2] not in done]
+                               planned=[u[3] for u in units])
+    todo = [u for u in units if u[3] not in done]
     if done:
-        log.info("profile session %s: resuming, %d of %d already measured", session_id, len(done), len(work))
-    records = []
+        log.info("profile session %s: resuming, %d of %d already measured", session_id, len(done), len(units))
+    records, skipped = [], set()
     with progress_bar(f"profiling on {target.spec.name}", len(todo)) as advance:
-        for base_id, precision, cid in todo:
+        for base_id, precision, cid, key in todo:
+            if cid in skipped:
+                store.mark_done(session_id, key)
+                advance()
+                continue
             try:
                 record = measure_one(target, plan.run_dir, base_id, precision, texts, plan, run_id)
             except ValidationMismatchError:
@@ -128,32 +158,40 @@ def profile(target: Target, plan: ProfilePlan, store, texts, session_id: str) ->
             except CodesignError as exc:
                 if "quantization" in str(exc).lower():
                     log.warning("skipping %s: %s", cid, exc)
-                    store.mark_done(session_id, cid)
+                    skipped.add(cid)
+                    store.mark_done(session_id, key)
                     advance()
                     continue
                 raise
-            store.append(record, session_id=session_id)
+            store.append(record, session_id=session_id, progress_key=key)
             records.append(record)
             advance()
     store.finish_session(session_id)
     return records
 
 
+def _progress_key(cid: str, pass_no: int, passes: int) -> str:
+    return cid if passes == 1 else f"{cid}#{pass_no + 1}/{passes}"
+
+
 def session_id_for(run_dir: Path, target: Target, plan: ProfilePlan, round_no: int) -> str:
     import hashlib
 
     key = json.dumps([str(run_dir.resolve()), target.spec.hash, sorted(plan.base_ids), plan.precisions,
-                      plan.warmup, plan.iterations, round_no])
+                      plan.warmup, plan.iterations, round_no]
+                     + ([sorted(plan.work()), plan.passes] if plan.pairs is not None or plan.passes != 1 else []))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def profile_candidates(run_dir: Path, target: Target, store, base_ids: list[str],
-                       precisions=("fp32",), warmup: int = 10, iterations: int = 60) -> list[CostRecord]:
+                       precisions=("fp32",), warmup: int = 10, iterations: int = 60,
+                       passes: int = 1) -> list[CostRecord]:
     """Measure exactly these candidates of a run (no loop); resumable like any session."""
     from ..pipeline import run_dataset
     from ..report.write import read_leaderboard
 
     board = read_leaderboard(run_dir)
-    plan = ProfilePlan(Path(run_dir), list(base_ids), tuple(precisions), warmup=warmup, iterations=iterations)
+    plan = ProfilePlan(Path(run_dir), list(base_ids), tuple(precisions), warmup=warmup, iterations=iterations,
+                       passes=passes)
     texts = run_dataset(board).validation.texts
     return profile(target, plan, store, texts, session_id_for(Path(run_dir), target, plan, 0))

@@ -17,6 +17,13 @@ record at all it *is* the analytic estimate (:func:`toolchain.search.cost.estima
 
 Only records of the target (by name) and its thread count are used; emulated records are left
 out unless ``include_emulated=True`` (emulated wall time says nothing about the board).
+
+Input lengths: a record keeps the real token count behind each sample. A candidate's records
+become one point per input mix (runs on different datasets time different lengths), each with
+its regressor evaluated at that mix's median length, so SST-2's short phrases and emotion's
+longer sentences fit one law. :meth:`CostModel.predict` predicts at the run's median length
+(``seq_len``) or at ``tokens`` when given, and a measurement only stands in for a prediction when
+it was made on inputs of about that length (``SAME_MIX``); otherwise it is a point of the fit.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from .candidate import Candidate
 from .cost import Cost, estimate_cost
 
 QUANTITIES = ("latency_ms", "model_bytes", "peak_ram_bytes")
+SAME_MIX = 0.15  # a measurement answers for inputs whose median length is within 15 % of its own
 FAMILY = {"fp32": "fp32-backbone", "int8-head": "fp32-backbone",
           "int8-dynamic": "int8-backbone", "int8-static": "int8-backbone"}
 
@@ -81,6 +89,18 @@ class Law:
         if self.mode == "fit":
             return self.intercept + self.slope * x
         return self.ratio * analytic
+
+
+def _by_mix(records: Sequence[CostRecord]) -> dict[float | None, list[CostRecord]]:
+    """A candidate's records grouped by the median length of their inputs (one group per mix)."""
+    groups: dict[float | None, list[CostRecord]] = defaultdict(list)
+    for r in records:
+        groups[r.median_input_tokens].append(r)
+    return dict(groups)
+
+
+def same_mix(measured_tokens: float | None, tokens: float) -> bool:
+    return measured_tokens is None or abs(measured_tokens - tokens) <= SAME_MIX * tokens
 
 
 @dataclass
@@ -174,18 +194,10 @@ class CostModel:
                 model.skipped += len(recs)
                 continue
             hp, hf = heads.get(cid, (0, 0))
-            x, analytic = model._regressors(cand, hp, hf)
-            y: dict[str, float] = {}
-            samples = [s for r in recs for s in r.latency_ms_samples]
-            if samples:
-                y["latency_ms"] = median(samples)
-            for q, attr in (("model_bytes", "model_bytes"), ("peak_ram_bytes", "peak_rss_bytes")):
-                vals = [getattr(r, attr) for r in recs if getattr(r, attr) > 0]
-                if vals:
-                    y[q] = float(median(vals))
-            y = {q: v for q, v in y.items() if v > 0}
-            if y:
-                points.append(_Point(cid, cand.precision, x, analytic, y, any(r.emulated for r in recs)))
+            for tokens, group in _by_mix(recs).items():
+                point = model._point(cid, cand, group, hp, hf, tokens)
+                if point is not None:
+                    points.append(point)
 
         by_prec: dict[str, list[_Point]] = defaultdict(list)
         by_family: dict[str, list[_Point]] = defaultdict(list)
@@ -201,9 +213,24 @@ class CostModel:
         model.fallback = {"*": {q: _ratio_law([points], q) for q in QUANTITIES}}
         return model
 
+    def _point(self, cid, cand, recs, head_params, head_flops, tokens) -> _Point | None:
+        x, analytic = self._regressors(cand, head_params, head_flops, tokens)
+        y: dict[str, float] = {}
+        samples = [s for r in recs for s in r.latency_ms_samples]
+        if samples:
+            y["latency_ms"] = median(samples)
+        for q, attr in (("model_bytes", "model_bytes"), ("peak_ram_bytes", "peak_rss_bytes")):
+            vals = [getattr(r, attr) for r in recs if getattr(r, attr) > 0]
+            if vals:
+                y[q] = float(median(vals))
+        y = {q: v for q, v in y.items() if v > 0}
+        if not y:
+            return None
+        return _Point(cid, cand.precision, x, analytic, y, any(r.emulated for r in recs))
+
     # -- prediction --------------------------------------------------------------------------
 
-    def _info(self, cand: Candidate) -> tuple[BackboneInfo, float]:
+    def _info(self, cand: Candidate, tokens: float | None = None) -> tuple[BackboneInfo, float]:
         info = self.infos.get(cand.backbone)
         if info is None:
             raise SearchError(f"cost model for target {self.target.name}: no shape for backbone "
@@ -213,14 +240,14 @@ class CostModel:
             raise SearchError(f"cost model for target {self.target.name}: no effective sequence "
                               f"length for {cand.backbone!r} at max length {cand.max_length}; pass it "
                               "in 'seq_len' when fitting")
-        return info, seq
+        return info, (seq if tokens is None else float(tokens))
 
-    def analytic(self, cand: Candidate, head_params: int, head_flops: int) -> Cost:
-        info, seq = self._info(cand)
+    def analytic(self, cand: Candidate, head_params: int, head_flops: int, tokens: float | None = None) -> Cost:
+        info, seq = self._info(cand, tokens)
         return estimate_cost(cand, info, head_params, head_flops, self.target, seq)
 
-    def _regressors(self, cand: Candidate, head_params: int, head_flops: int):
-        est = self.analytic(cand, head_params, head_flops)
+    def _regressors(self, cand: Candidate, head_params: int, head_flops: int, tokens: float | None = None):
+        est = self.analytic(cand, head_params, head_flops, tokens)
         overhead = self.target.estimate.memory_overhead_mb * 2**20
         x = {"latency_ms": float(est.flops), "model_bytes": float(est.model_bytes),
              "peak_ram_bytes": float(est.peak_ram_bytes - overhead)}
@@ -232,11 +259,12 @@ class CostModel:
         return self.laws.get(precision, self.fallback.get("*", {})).get(quantity, Law("analytic"))
 
     def predict(self, candidate: Candidate, head_params: int, head_flops: int, *,
-                use_measured: bool = True) -> Cost:
-        """Predicted cost (``source="predicted"``); for a measured candidate, its measurement
+                use_measured: bool = True, tokens: float | None = None) -> Cost:
+        """Predicted cost (``source="predicted"``) at the run's median input length, or at
+        ``tokens``; for a candidate measured on inputs of about that length, its measurement
         (``source="measured"``, latency = median of its samples) unless ``use_measured=False``."""
-        est = self.analytic(candidate, head_params, head_flops)
-        x, analytic = self._regressors(candidate, head_params, head_flops)
+        est = self.analytic(candidate, head_params, head_flops, tokens)
+        x, analytic = self._regressors(candidate, head_params, head_flops, tokens)
         laws = {q: self.law(candidate.precision, q) for q in QUANTITIES}
         if all(law.mode == "analytic" for law in laws.values()):
             pred = est
@@ -247,7 +275,7 @@ class CostModel:
             pred = replace(est, latency_ms=v["latency_ms"], model_bytes=int(round(v["model_bytes"])),
                            peak_ram_bytes=int(round(v["peak_ram_bytes"])), source="predicted",
                            emulated=lat_emulated)
-        recs = self.measured.get(candidate.id) if use_measured else None
+        recs = self.measured_for(candidate, tokens) if use_measured else []
         if not recs:
             return pred
         samples = [s for r in recs for s in r.latency_ms_samples]
@@ -260,6 +288,15 @@ class CostModel:
             peak_ram_bytes=int(median(rss)) if rss else pred.peak_ram_bytes,
             source="measured", emulated=any(r.emulated for r in recs),
         )
+
+    def measured_for(self, candidate: Candidate, tokens: float | None = None) -> list[CostRecord]:
+        """The candidate's records made on inputs of about the given (default: the run's)
+        median length, or of unknown length."""
+        recs = self.measured.get(candidate.id, [])
+        if not recs:
+            return []
+        _, seq = self._info(candidate, tokens)
+        return [r for r in recs if same_mix(r.median_input_tokens, seq)]
 
     def describe(self) -> dict:
         """JSON-safe summary of every law, for the report."""
@@ -330,25 +367,30 @@ def leave_one_out_pairs(
     include_emulated: bool = False,
     min_points: int = 3,
 ) -> dict[str, tuple[float, float]]:
-    """candidate id → (latency predicted by a model fitted without that candidate, measured
-    median): an honest estimate of the model's error on unmeasured candidates."""
+    """candidate id (``id@tokens`` when it was measured on several length mixes) → (latency
+    predicted by a model fitted without that candidate, at the measured inputs' median length;
+    measured median): an honest estimate of the model's error on unmeasured candidates."""
     heads = heads or {}
     full = CostModel.fit(records, target_spec, infos, seq_len, heads=heads,
                          include_emulated=include_emulated, min_points=min_points)
     out = {}
     for cid, recs in full.measured.items():
-        measured = _measured_latency(recs)
         try:
             cand = Candidate.from_dict(recs[0].candidate)
         except (KeyError, TypeError, ValueError):
             continue
-        if not measured or cand.backbone not in infos or (cand.backbone, cand.max_length) not in seq_len:
+        if cand.backbone not in infos or (cand.backbone, cand.max_length) not in seq_len:
             continue
         others = [r for c, rs in full.measured.items() if c != cid for r in rs]
         model = CostModel.fit(others, target_spec, infos, seq_len, heads=heads,
                               include_emulated=include_emulated, min_points=min_points)
         hp, hf = heads.get(cid, (0, 0))
-        out[cid] = (model.predict(cand, hp, hf).latency_ms, measured)
+        for tokens, group in _by_mix(recs).items():
+            measured = _measured_latency(group)
+            if not measured:
+                continue
+            key = cid if tokens is None or len(_by_mix(recs)) == 1 else f"{cid}@{tokens:g}"
+            out[key] = (model.predict(cand, hp, hf, use_measured=False, tokens=tokens).latency_ms, measured)
     return out
 
 

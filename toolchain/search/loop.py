@@ -86,15 +86,19 @@ def rank(board, run_dir, precisions, store, target, infos, seq_len, budgets, tol
 def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: int = 4,
               precisions=("fp32", "int8-dynamic"), max_latency_ms: float | None = None,
               max_model_mb: float | None = None, tolerance: float = 0.005, warmup: int = 10,
-              iterations: int = 60) -> dict:
+              iterations: int = 60, passes: int | None = None) -> dict:
     from .. import pipeline
     from ..profiling.runner import ProfilePlan, profile, session_id_for
     from ..report.write import read_leaderboard, write_run
 
+    if passes is None:
+        # The host is a shared machine whose load drifts: interleave. A board is dedicated, and
+        # each extra agent start over SSH or serial costs seconds.
+        passes = 3 if target.spec.kind == "local" else 1
     board = read_leaderboard(run_dir)
     infos = {name: backbone_info(resolve_model(m["path"])) for name, m in board["models"].items()}
     seq_len = {}
-    for key, value in board["mean_val_tokens"].items():
+    for key, value in board.get("median_val_tokens", board["mean_val_tokens"]).items():
         name, _, ml = key.rpartition("@")
         seq_len[(name, int(ml))] = value
     budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
@@ -123,13 +127,12 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
             continue
         for i in todo:
             predicted_before.setdefault(variants[i]["cand"].id, costs[i].latency_ms)
-        for precision in {variants[i]["cand"].precision for i in todo}:
-            plan = ProfilePlan(run_dir, sorted({variants[i]["base_id"] for i in todo
-                                                if variants[i]["cand"].precision == precision}),
-                               (precision,), warmup=warmup, iterations=iterations,
-                               predicted={k: v for k, v in predicted_before.items()})
-            profile(target, plan, store, dataset.validation.texts,
-                    session_id_for(run_dir, target, plan, round_no))
+        # One plan per round, every precision in it, so that its passes interleave them all.
+        pairs = sorted({(variants[i]["base_id"], variants[i]["cand"].precision) for i in todo})
+        plan = ProfilePlan(run_dir, sorted({b for b, _ in pairs}), tuple(sorted({p for _, p in pairs})),
+                           warmup=warmup, iterations=iterations, predicted=dict(predicted_before),
+                           pairs=pairs, passes=passes)
+        profile(target, plan, store, dataset.validation.texts, session_id_for(run_dir, target, plan, round_no))
     # Final state: measured where measured, the refitted model elsewhere. A selection must meet
     # its budget by measurement, not by prediction: measure it, refit, re-select (bounded).
     variants, model, costs, feasible, front, idx = rank(*ranking)
@@ -141,7 +144,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
             break  # checked on this target already (emulated): nothing more to learn
         predicted_before.setdefault(cand.id, costs[idx].latency_ms)
         plan = ProfilePlan(run_dir, [variants[idx]["base_id"]], (cand.precision,), warmup=warmup,
-                           iterations=iterations, predicted=dict(predicted_before))
+                           iterations=iterations, predicted=dict(predicted_before), passes=passes)
         profile(target, plan, store, dataset.validation.texts,
                 session_id_for(run_dir, target, plan, rounds + 1 + extra))
         history.append({"round": f"confirm-{extra + 1}", "to_measure": [cand.id]})
@@ -154,10 +157,15 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
                "acc_source": v["acc_source"], "cost": c.to_dict(), "pareto": front[i],
                "feasible": feasible[i], "infeasible_reasons": budgets.violations(c)}
         if c.source == "measured":
-            refit = model.predict(v["cand"], v["head_params"], 2 * v["head_params"], use_measured=False)
-            recs = model.measured.get(v["cand"].id, [])
+            recs = model.measured_for(v["cand"])
             samples = [s for r in recs for s in r.latency_ms_samples]
+            tokens = [t for r in recs for t in r.input_tokens]
+            # The model given the measured inputs' lengths (the run's median when unknown).
+            at = median(tokens) if tokens and all(r.input_tokens for r in recs) else None
+            refit = model.predict(v["cand"], v["head_params"], 2 * v["head_params"], use_measured=False,
+                                  tokens=at)
             row["measured"] = {"latency_ms_median": median(samples), "n_samples": len(samples),
+                               "n_records": len(recs), "median_input_tokens": at,
                                "spread_ms_p10_p90": _spread(samples)}
             row["predicted_before_ms"] = predicted_before.get(v["cand"].id)
             row["predicted_after_ms"] = refit.latency_ms

@@ -37,7 +37,8 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 # record field -> (column, encode, decode)
 _JSON_FIELDS = {"candidate": "candidate_json", "latency_ms_samples": "latency_ms_samples_json",
-                "instructions": "instructions_json", "host": "host_json"}
+                "instructions": "instructions_json", "host": "host_json",
+                "input_tokens": "input_tokens_json"}
 _FIELDS = tuple(CostRecord.__dataclass_fields__)
 _COLUMNS = tuple(_JSON_FIELDS.get(f, f) for f in _FIELDS)
 _INSERT = (f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
@@ -222,15 +223,17 @@ class RecordStore:
 
     # -- records -----------------------------------------------------------------------------
 
-    def append(self, record: CostRecord, *, session_id: str | None = None) -> bool:
+    def append(self, record: CostRecord, *, session_id: str | None = None,
+               progress_key: str | None = None) -> bool:
         """Insert one record; True if new, False if that ``record_id`` was already stored.
 
-        With ``session_id``, the record's candidate is marked done in that profile session in
-        the same transaction.
+        With ``session_id``, the record's candidate (or ``progress_key``, e.g. one pass of an
+        interleaved measurement) is marked done in that profile session in the same transaction.
         """
-        return self.append_many([record], session_id=session_id) == 1
+        return self.append_many([record], session_id=session_id, progress_key=progress_key) == 1
 
-    def append_many(self, records: Iterable[CostRecord], *, session_id: str | None = None) -> int:
+    def append_many(self, records: Iterable[CostRecord], *, session_id: str | None = None,
+                    progress_key: str | None = None) -> int:
         """Insert records in one transaction; returns how many were new."""
         rows = [(r, _to_row(r)) for r in records]
         with self._guard("write a record to"), self._write() as db:
@@ -238,7 +241,7 @@ class RecordStore:
             for record, row in rows:
                 added += db.execute(_INSERT, row).rowcount
                 if session_id is not None:
-                    self._mark(db, session_id, record.candidate_id)
+                    self._mark(db, session_id, progress_key or record.candidate_id)
             return added
 
     def records(

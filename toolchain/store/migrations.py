@@ -99,3 +99,9 @@ def m002_profile_progress(db: sqlite3.Connection) -> None:
             PRIMARY KEY (session_id, candidate_id)
         )
     """)
+
+
+@migration(3)
+def m003_input_tokens(db: sqlite3.Connection) -> None:
+    # Records made before this migration did not keep their input lengths: '[]' means unknown.
+    db.execute("ALTER TABLE records ADD COLUMN input_tokens_json TEXT NOT NULL DEFAULT '[]'")
