@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "extract_wall_this_run": extract_wall,
         "extract_cpu_this_run": extract_cpu,
         "search_jobs": board["search_jobs"],
+        "screening": board.get("screening"),
         "search_cpu_seconds": search_cpu,
         "search_seconds_fit_loop": board["search_seconds"],
         "search_seconds_total": search_wall,
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({board['search_jobs']} processes); "
           f"extraction {extract_seconds if extract_seconds is None else round(extract_seconds, 1)} s"
           + ("" if ratio is None else f" → search/extraction = {ratio:.2f}"))
+    if board.get("screening"):
+        sc = board["screening"]
+        print(f"  successive halving: {sc['screened']} screened on {sc['rows']} rows in {sc['screen_seconds']:.1f} s, "
+              f"{sc['promoted']} refitted on all rows in {sc['full_seconds']:.1f} s")
     for head, v in result["per_head"].items():
         print(f"  {head:12s} {v['n']:4d} fits  {v['fit_seconds']:8.1f} s  ({v['mean_seconds']:.2f} s each)")
     for comb, v in result["per_combine"].items():

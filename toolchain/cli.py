@@ -76,6 +76,9 @@ def search_options(fn):
         click.option("--tolerance", type=float, default=0.5, show_default=True,
                      help="Accuracy points traded for a cheaper candidate."),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--screen-rows", type=click.IntRange(min=0), default=4_000, show_default=True,
+                     help="From 2x this many training rows, screen every candidate on a sample of "
+                          "this size and refit only the best tenth on all rows (0: fit all in full)."),
         click.option("--jobs", type=click.IntRange(min=1), default=None,
                      help="Processes fitting heads (default: every core for large searches, else 1)."),
     ]
@@ -93,7 +96,7 @@ def _config(**kw):
         tolerance=kw.get("tolerance", 0.5) / 100.0, max_latency_ms=kw.get("max_latency_ms"),
         max_model_mb=kw.get("max_model_mb"), max_per_class=kw["max_per_class"],
         max_eval_per_class=kw["max_eval_per_class"], seed=kw.get("seed", 0), run_dir=kw.get("run_dir"),
-        jobs=kw.get("jobs"),
+        jobs=kw.get("jobs"), screen_rows=kw.get("screen_rows", 4_000),
     )
 
 

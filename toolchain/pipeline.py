@@ -22,6 +22,7 @@ from .paths import codesign_home
 from .progress import progress_bar
 from .search.fit import FeatureBank, FittedCandidate
 from .search.parallel import auto_jobs, fit_all
+from .search.screening import Screening, screen_then_fit
 from .search.select import Budgets, pareto_front, select
 from .search.space import DEFAULT_HEADS, SearchSpace
 from .target.spec import load_target_spec
@@ -46,6 +47,12 @@ class RunConfig:
     seed: int = 0
     run_dir: str | None = None
     jobs: int | None = None  # processes fitting heads; None: every core for large searches
+    # Successive halving from 2× screen_rows training rows (0: never). Measured on SST-2
+    # (60,614 rows, 242 candidates, 2 cores): screening on 10,000 rows and refitting a quarter
+    # took 1.3× the feature extraction, since the promoted are nearly all MLPs on wide inputs.
+    screen_rows: int = 4_000
+    promote: float = 0.1  # share of the screened candidates refitted on every row
+    min_promoted: int = 16
 
 
 @dataclass
@@ -98,9 +105,17 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
     seq_len = {key: float(np.median(f.lengths["validation"])) for key, f in ex.features.items()}
     budgets = Budgets.for_target(target, config.max_latency_ms, config.max_model_mb)
     jobs = config.jobs or auto_jobs(len(cands), len(y["train"]))
+
+    def fit(some, on_banks, description):
+        with progress_bar(description, len(some)) as advance, _one_thread():
+            return fit_all(some, on_banks, config.seed, jobs, advance)
+
+    screening = Screening(config.screen_rows, config.promote, config.min_promoted)
     started = time.perf_counter()
-    with progress_bar(f"fitting {len(cands)} candidates", len(cands)) as advance, _one_thread():
-        fitted = fit_all(cands, banks, config.seed, jobs, advance)
+    if screening.applies(len(y["train"])):
+        fitted, screen_summary = screen_then_fit(cands, banks, screening, config.seed, fit)
+    else:
+        fitted, screen_summary = fit(cands, banks, f"fitting {len(cands)} candidates"), None
     search_seconds = time.perf_counter() - started
     cost_model = _cost_model(target, infos, seq_len, fitted)
     rows = []
@@ -108,9 +123,13 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
         cost = cost_model.predict(fc.candidate, fc.head.n_params, fc.head.flops)
         reasons = budgets.violations(cost)
         rows.append({"fc": fc, "cost": cost, "feasible": not reasons, "infeasible_reasons": reasons})
-    front = pareto_front([(r["fc"].val_acc, r["cost"].latency_ms) for r in rows])
+    # Only full fits compete: a screening score is a cheaper, noisier estimate.
+    full = [r["fc"].fidelity == "full" for r in rows]
+    front = [f and p for f, p in zip(full, pareto_front(
+        [(r["fc"].val_acc if f else -1.0, r["cost"].latency_ms) for r, f in zip(rows, full, strict=True)]),
+        strict=True)]
     chosen = select([r["fc"].val_acc for r in rows], [r["cost"].latency_ms for r in rows],
-                    [r["feasible"] for r in rows], config.tolerance)
+                    [r["feasible"] and f for r, f in zip(rows, full, strict=True)], config.tolerance)
     if chosen is None:
         raise SearchError(
             f"no candidate meets the budgets ({budgets}); the cheapest needs "
@@ -118,6 +137,7 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
         )
     board = _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
     board["search_jobs"] = jobs
+    board["screening"] = screen_summary
     return board
 
 
@@ -169,6 +189,8 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
     best_at_depth: dict[int, int] = {}
     for i, r in enumerate(rows):
         d = r["fc"].candidate.depth
+        if r["fc"].fidelity != "full":
+            continue
         if d not in best_at_depth or r["fc"].val_acc > rows[best_at_depth[d]]["fc"].val_acc:
             best_at_depth[d] = i
     keep = {i for i, f in enumerate(front) if f} | {chosen} | set(best_at_depth.values())
@@ -179,7 +201,9 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
         entry = {"id": fc.candidate.id, **fc.candidate.to_dict(), "val_acc": fc.val_acc,
                  "cost": r["cost"].to_dict(), "pareto": front[i], "feasible": r["feasible"],
                  "infeasible_reasons": r["infeasible_reasons"], "fit_seconds": round(fc.fit_seconds, 4),
-                 "head_params": fc.head.n_params}
+                 "head_params": fc.head.n_params, "fidelity": fc.fidelity}
+        if fc.screen_val_acc is not None:
+            entry["screen_val_acc"] = fc.screen_val_acc
         if i in keep or r is base:
             if has_test:
                 entry["test_acc"], entry["test_macro_f1"] = fc.evaluate(bank, "test")

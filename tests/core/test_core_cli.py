@@ -266,3 +266,23 @@ def test_registered_commands_turn_errors_into_messages(tiny_bert, toy_spec):
     assert result.output.startswith("error:") and "depth 7" in result.output
     result = CliRunner().invoke(main, ["targets", "show", "no-such-board"])
     assert result.exit_code != 0 and "known targets:" in result.output and "rpi4" in result.output
+
+
+def test_large_training_sets_are_screened_then_the_best_fitted_in_full(tiny_bert, toy_spec, tmp_path):
+    """Successive halving (threshold lowered to the toy set's 48 rows): every candidate scored on a
+    sample, the best quarter and the per-layer softmax fits refitted on all rows; only those compete."""
+    from toolchain.pipeline import RunConfig, run
+
+    _, board = run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=10,
+                             screen_rows=20, promote=0.25, min_promoted=2, run_dir=str(tmp_path / "sh")))
+    screening = board["screening"]
+    assert screening["rows"] == 20 and screening["screened"] == board["n_candidates"] == 28
+    full = [c for c in board["candidates"] if c["fidelity"] == "full"]
+    screened_only = [c for c in board["candidates"] if c["fidelity"] == "screen-20"]
+    singles_softmax = [c for c in board["candidates"] if c["combine"] == "single" and c["head"] == "softmax"]
+    assert all(c["fidelity"] == "full" for c in singles_softmax)  # the per-layer curve and the baseline
+    assert len(full) == screening["promoted"] == len(singles_softmax) + 6  # ceil(0.25 * 22) others
+    assert len(screened_only) == 28 - len(full) and all("screen_val_acc" in c for c in full)
+    selected = next(c for c in board["candidates"] if c["id"] == board["selected"])
+    assert selected["fidelity"] == "full" and not any(c["pareto"] for c in screened_only)
+    assert "successive halving: all 28 scored after a fit on 20" in (tmp_path / "sh" / "report.md").read_text()

@@ -31,7 +31,8 @@ def render_report(board: dict) -> str:
         f"Backbone: {board['model']}. Splits: "
         + ", ".join(f"{k} {v}" for k, v in board["split_sizes"].items())
         + (" (validation carved from train, stratified)" if board["validation_carved"] else "")
-        + f". {board['n_candidates']} candidates fitted in {board['search_seconds']:.1f} s on cached features.",
+        + f". {board['n_candidates']} candidates fitted in {board['search_seconds']:.1f} s on cached features"
+        + _screening_note(board.get("screening")) + ".",
         "",
         "## Selected",
         "",
@@ -117,3 +118,11 @@ def render_loop(loop: dict) -> list[str]:
                          f"{100 * rep['within_15pct']:.0f}% within ±15%, Kendall τ "
                          f"{'n/a' if tau is None else f'{tau:.2f}'} over {rep['n']} candidates.")
     return lines + [""]
+
+
+def _screening_note(screening: dict | None) -> str:
+    if not screening:
+        return ""
+    return (f" (successive halving: all {screening['screened']} scored after a fit on {screening['rows']:,} "
+            f"training rows in {screening['screen_seconds']:.0f} s, the best {screening['promoted']} "
+            f"refitted on every row in {screening['full_seconds']:.0f} s; only full fits are ranked)")

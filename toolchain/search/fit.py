@@ -73,6 +73,8 @@ class FittedCandidate:
     mix: np.ndarray | None
     val_acc: float
     fit_seconds: float
+    fidelity: str = "full"  # or "screen-<rows>": fitted on a sample of train only (screening.py)
+    screen_val_acc: float | None = None  # its screening score, when it was promoted from one
 
     def evaluate(self, bank: FeatureBank, split: str) -> tuple[float, float]:
         x = bank.inputs(self.candidate, split)

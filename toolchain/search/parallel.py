@@ -71,6 +71,8 @@ def _worker_init() -> None:
 
 def _fit_group(cands: list[Candidate], seed: int) -> list[FittedCandidate]:
     bank = _BANKS[_bank_key(cands[0])]
+    # Keep one feature set's combined inputs at a time (an SST-2 concatenation is ~300 MB).
+    bank.forget({cands[0].feature_key})
     return [fit_candidate(cand, bank, seed) for cand in cands]
 
 
