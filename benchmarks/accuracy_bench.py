@@ -244,7 +244,8 @@ def bench_dataset(name: str, args) -> dict:
 
     maj = majority_baseline(ds).to_dict()
     last = last_layer_baseline(ds, resolve_model(None), MAX_LENGTH).to_dict()
-    cands = board["candidates"]
+    # Screen-only candidates (successive halving) were fitted on a sample: rank full fits only.
+    cands = [c for c in board["candidates"] if c.get("fidelity", "full") == "full"]
     singles = [c for c in cands if c["combine"] == "single"]
     combos = [c for c in cands if c["combine"] != "single"]
     best_single = max(singles, key=lambda c: c["val_acc"])

@@ -86,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="trec")
     ap.add_argument("--home", default=None, help="CODESIGN_HOME with the feature cache (default: temp)")
     ap.add_argument("--max-candidates", type=int, default=60)
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="copy this run (its heads and exported artefacts) instead of searching again")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--no-spread", action="store_true",
+                    help="measure only what the loop picks (by default the best candidate at every "
+                         "depth is measured first, in both precisions, so the model is checked from "
+                         "depth 0 to L)")
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -107,15 +113,30 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before, started = load_average(), time.perf_counter()
     run_dir = Path(tmp.name) / "run"
-    _, board = run(RunConfig(dataset=args.dataset, max_combinations=args.max_candidates, run_dir=str(run_dir)))
+    if args.from_run:
+        import shutil
+
+        from toolchain.report.write import read_leaderboard
+
+        shutil.copytree(args.from_run, run_dir)
+        board = read_leaderboard(run_dir)
+    else:
+        _, board = run(RunConfig(dataset=args.dataset, max_combinations=args.max_candidates, run_dir=str(run_dir)))
     host = open_target("host")
     common = dict(rounds=args.rounds, top_k=args.top_k, precisions=("fp32", "int8-dynamic"),
                   tolerance=board["config"]["tolerance"], warmup=10, iterations=args.iterations,
                   passes=args.passes)
     with RecordStore(Path(tmp.name) / "loop-bench.db") as store:
-        # The full-depth model (the last-layer [CLS] baseline) in both precisions, interleaved.
+        # The full-depth model (the last-layer [CLS] baseline) in both precisions, and unless
+        # --no-spread the best saved candidate at every depth, all interleaved.
         base_id = board["baseline"]["id"]
-        profile_candidates(run_dir, host, store, [base_id], ("fp32", "int8-dynamic"), warmup=10,
+        spread = {}
+        for c in board["candidates"]:
+            if (run_dir / "heads" / f"{c['id']}.safetensors").is_file() and (
+                    c["depth"] not in spread or c["val_acc"] > spread[c["depth"]]["val_acc"]):
+                spread[c["depth"]] = c
+        first = [base_id] + ([] if args.no_spread else sorted({c["id"] for c in spread.values()} - {base_id}))
+        profile_candidates(run_dir, host, store, first, ("fp32", "int8-dynamic"), warmup=10,
                            iterations=args.iterations, passes=args.passes)
         int8_id = replace(Candidate.from_dict(next(c for c in board["candidates"] if c["id"] == base_id)),
                           precision="int8-dynamic").id
@@ -141,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "loop",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "load_average_before": load_before, "load_average_after": load_average(),
-        "dataset": args.dataset, "n_candidates": board["n_candidates"], "settings": vars(args),
+        "dataset": board["dataset"], "n_candidates": board["n_candidates"],
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "full_depth_int8": {"id": int8_id, "median_ms": int8_median, "n_samples": len(int8_ms)},
         "no_budget": {"selected": sel_free, "best_val_acc": free["best_val_acc"],
                       "within_1_point_of_best": free["best_val_acc"] - sel_free["val_acc"] <= 0.01 + 1e-12},
