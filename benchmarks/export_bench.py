@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=15, help="round-robin blocks (one pass per engine each)")
     ap.add_argument("--also-recipe", default="dynamic-per-channel",
                     help="also time this int8 recipe on the same fp32 file, for comparison ('' to skip)")
+    ap.add_argument("--padded", action="store_true",
+                    help="pad every input to the max length (64) with a zero attention mask, as a "
+                         "fixed-shape runtime would; default: real lengths")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -117,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     tok = load_tokenizer(fp32_dir, cand.max_length)
     ids = encode(tok, [texts[i] for i in pick])
     lengths = [len(x) for x in ids]
-    feeds = [{"input_ids": x[None, :], "attention_mask": np.ones((1, len(x)), np.int64)} for x in ids]
+    def feed(x):
+        width = cand.max_length if args.padded else len(x)
+        f = {"input_ids": np.zeros((1, width), np.int64), "attention_mask": np.zeros((1, width), np.int64)}
+        f["input_ids"][0, : len(x)], f["attention_mask"][0, : len(x)] = x, 1
+        return f
+
+    feeds = [feed(x) for x in ids]
     torch_feeds = [(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"])) for f in feeds]
 
     s_fp32 = ort_session(fp32_dir / "model.onnx", threads=1)
@@ -191,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch": 1,
         "max_length": cand.max_length,
         "inputs": {"source": f"{board['dataset']} validation, seeded sample", "n": len(feeds),
-                   "token_lengths": summary(lengths)},
+                   "token_lengths": summary(lengths),
+                   "padded_to": cand.max_length if args.padded else None},
         "blocks": args.blocks,
         "artefacts": {
             "fp32": {"dir": str(fp32_dir), "model_bytes": fp32_meta["model_bytes"], "val_acc": fp32_meta["val_acc"]},
@@ -208,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "comparison_recipe": extra_info if extra else None,
         "raw": {"samples_ms": samples, "block_means_ms": block_totals, "lengths": lengths},
     }
-    out = args.out or result_path("export")
+    out = args.out or result_path("export-padded" if args.padded else "export")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     lat = result["latency_ms_per_input"]
