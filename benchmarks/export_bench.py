@@ -66,14 +66,23 @@ def ensure_run(run_dir: Path | None) -> Path:
     return run_dir
 
 
+def calibration(board, tok, n: int = 64):
+    """Static recipes calibrate on training text at real lengths (batch 1), as artefacts do."""
+    from toolchain.export.text_inputs import encode
+    from toolchain.pipeline import run_dataset
+
+    texts = run_dataset(board).train.texts[:n]
+    return [(x[None, :], np.ones((1, len(x)), np.int64)) for x in encode(tok, texts)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", type=Path, default=None, help="run to export from (default: a small trec run)")
     ap.add_argument("--candidate", default=None, help="candidate id (default: the run's full-depth baseline)")
     ap.add_argument("--inputs", type=int, default=48, help="validation texts per pass")
     ap.add_argument("--blocks", type=int, default=15, help="round-robin blocks (one pass per engine each)")
-    ap.add_argument("--also-recipe", default="dynamic-per-channel",
-                    help="also time this int8 recipe on the same fp32 file, for comparison ('' to skip)")
+    ap.add_argument("--also-recipe", nargs="*", default=["dynamic-per-channel"],
+                    help="also time these int8 recipes on the same fp32 file, for comparison")
     ap.add_argument("--padded", action="store_true",
                     help="pad every input to the max length (64) with a zero attention mask, as a "
                          "fixed-shape runtime would; default: real lengths")
@@ -131,17 +140,19 @@ def main(argv: list[str] | None = None) -> int:
 
     s_fp32 = ort_session(fp32_dir / "model.onnx", threads=1)
     s_int8 = ort_session(int8_dir / "model.onnx", threads=1)
-    extra = {}
-    if args.also_recipe and args.also_recipe != int8_meta.get("recipe"):
+    extra, extra_info = {}, {}
+    for recipe in args.also_recipe:
+        if recipe == int8_meta.get("recipe"):
+            continue
         # For comparison only: the same fp32 file through another int8 recipe (not the artefact).
         from toolchain.export.quantize import apply_recipe
 
-        alt = int8_dir.parent / f"bench-{args.also_recipe}.onnx"
+        alt = int8_dir.parent / f"bench-{recipe}.onnx"
         if not alt.is_file():
-            apply_recipe(args.also_recipe, fp32_dir / "model.onnx", alt, lambda: [])
-        s_alt = ort_session(alt, threads=1)
-        extra[f"onnx_int8_{args.also_recipe}"] = lambda i: s_alt.run(["probs"], feeds[i])[0]
-        extra_info = {"recipe": args.also_recipe, "file": str(alt), "model_bytes": alt.stat().st_size}
+            apply_recipe(recipe, fp32_dir / "model.onnx", alt, lambda: calibration(board, tok))
+        session = ort_session(alt, threads=1)
+        extra[f"onnx_int8_{recipe}"] = lambda i, s=session: s.run(["probs"], feeds[i])[0]
+        extra_info[recipe] = {"file": str(alt), "model_bytes": alt.stat().st_size}
 
     def run_torch(i):
         with torch.inference_mode():
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms_block_means": {n: summary(block_totals[n]) for n in names},
         "ratios": {k: {**summary(v), "bar": bars.get(k), "passes": _pct(v, 50) <= bars[k] if k in bars else None}
                    for k, v in ratios.items()},
-        "comparison_recipe": extra_info if extra else None,
+        "comparison_recipes": extra_info or None,
         "raw": {"samples_ms": samples, "block_means_ms": block_totals, "lengths": lengths},
     }
     out = args.out or result_path("export-padded" if args.padded else "export")
