@@ -134,11 +134,22 @@ def refit(board, ex, entries, run_dir: Path) -> dict:
     return out
 
 
-def host_records(store, cid: str) -> list[float]:
-    return [s for r in store.records(target="host", candidate_id=cid) for s in r.latency_ms_samples]
+def run_tokens(board) -> float:
+    """The run's median validation length: what its latencies are measured and predicted at."""
+    return next(iter(board.get("median_val_tokens", board["mean_val_tokens"]).values()))
 
 
-def measure_host(run_dir: Path, store, ids: list[str], precisions=("fp32",), iterations=40) -> None:
+def host_records(store, cid: str, tokens: float) -> list[float]:
+    """Latency samples of ``cid`` on the host made on inputs of this run's length mix (records
+    of other datasets' runs have other lengths and are left to the cost model's fit)."""
+    from toolchain.search.cost_model import same_mix
+
+    return [s for r in store.records(target="host", candidate_id=cid)
+            if same_mix(r.median_input_tokens, tokens) for s in r.latency_ms_samples]
+
+
+def measure_host(run_dir: Path, store, ids: list[str], tokens: float, precisions=("fp32",),
+                 iterations=40) -> None:
     from toolchain.profiling.runner import profile_candidates
     from toolchain.search.fit import SavedHead
     from toolchain.target.registry import open_target
@@ -147,7 +158,7 @@ def measure_host(run_dir: Path, store, ids: list[str], precisions=("fp32",), ite
         cand = SavedHead.load(run_dir / "heads" / f"{base_id}.safetensors").candidate
         return replace(cand, precision=precision).id
 
-    todo = sorted({i for i in ids for p in precisions if not host_records(store, variant_id(i, p))})
+    todo = sorted({i for i in ids for p in precisions if not host_records(store, variant_id(i, p), tokens)})
     if todo:
         profile_candidates(run_dir, open_target("host"), store, todo, precisions, warmup=5,
                            iterations=iterations)
@@ -263,10 +274,11 @@ def bench_dataset(name: str, args) -> dict:
     host_log: dict = {}
     with RecordStore() as store:
         t0 = time.perf_counter()
-        measure_host(run_dir, store, [c["id"] for c in picks.values()])
-        measure_host(run_dir, store, [base["id"]], ("int8-dynamic",))
+        tokens = run_tokens(board)
+        measure_host(run_dir, store, [c["id"] for c in picks.values()], tokens)
+        measure_host(run_dir, store, [base["id"]], tokens, ("int8-dynamic",))
         int8_id = replace(_cand(base), precision="int8-dynamic").id
-        int8_samples = host_records(store, int8_id)
+        int8_samples = host_records(store, int8_id, tokens)
         budget = args.host_budget_ms or _median(int8_samples) / 2
         loop = co_design(run_dir, open_target("host"), store, rounds=args.rounds, top_k=args.top_k,
                          precisions=("fp32", "int8-dynamic"), max_latency_ms=budget,
@@ -287,7 +299,7 @@ def bench_dataset(name: str, args) -> dict:
             cost = model.predict(_cand(c), c.get("head_params", 0), 2 * c.get("head_params", 0))
             costs[c["id"]] = {"latency_ms": cost.latency_ms, "source": cost.source}
         for cid in {c["id"] for c in picks.values()} | {int8_id}:
-            s = host_records(store, cid)
+            s = host_records(store, cid, tokens)
             if s:
                 costs[cid] = {"latency_ms": _median(s), "source": "measured", "spread_ms_p10_p90": _spread(s),
                               "n_samples": len(s)}
@@ -315,9 +327,11 @@ def bench_dataset(name: str, args) -> dict:
 
     ft = {}
     if not args.skip_finetune:
+        # At the selected depth; when the selection keeps every layer, at the host-budget
+        # selection's depth (a backbone of at least one layer: depth 0 is the embeddings alone).
         trunc = selected["depth"] if selected["depth"] < n_layers else (host_sel or {}).get("depth", n_layers)
         depths = {"full": None}
-        if trunc < n_layers:
+        if 1 <= trunc < n_layers:
             depths["truncated"] = trunc
         depths = {k: v for k, v in depths.items() if k in args.finetune_depths.split(",")}
         if args.finetune_from and Path(args.finetune_from).is_file():

@@ -204,10 +204,14 @@ def checks(d: dict) -> list[str]:
     base = d["picks"]["last_cls"]["test_acc"]
     sel = d["picks"]["selected"]
     gain = sel["test_acc"] - base
-    ok = gain >= bar and sel["depth"] < d["n_layers"]
+    # Issue 2: +15 points with depth < L on trec; +5 points on sst2 and emotion.
+    need_shallower = d["dataset"] == "trec"
+    ok = gain >= bar and (sel["depth"] < d["n_layers"] or not need_shallower)
+    short = "depth ≥ L" if gain >= bar else f"{100 * (bar - gain):.1f} points"
     out = [f"- Selected (no budget) vs last-layer [CLS]: {100 * sel['test_acc']:.1f} vs {100 * base:.1f} "
            f"(+{100 * gain:.1f} points, depth {sel['depth']} of {d['n_layers']}); bar +{100 * bar:.0f} "
-           f"points with depth < L: {'**met**' if ok else '**missed** by ' + f'{100 * (bar - gain):.1f} points'}."]
+           f"points{' with depth < L' if need_shallower else ''}: "
+           f"{'**met**' if ok else '**missed** (' + short + ')'}."]
     h = d.get("host_selected")
     if h:
         out.append(f"- Host budget {d['host_budget_ms']:.1f} ms ({d['host_budget_rule']}; full-depth int8 measured "

@@ -114,8 +114,9 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         if idx is not None and idx not in wanted:
             wanted.append(idx)
         # Emulated records never enter the cost model, but they did check the candidate on
-        # this target: measuring them again each round would learn nothing.
-        done = store.measured_candidates(target.spec.name, threads=target.spec.threads)
+        # this target: measuring them again each round would learn nothing. (A real record on
+        # another input-length mix is a fit point, not this run's measurement: measure again.)
+        done = store.measured_candidates(target.spec.name, threads=target.spec.threads, emulated=True)
         todo = [i for i in wanted if costs[i].source != "measured" and variants[i]["cand"].id not in done]
         history.append({"round": round_no, "selected": new_choice, "n_records": model.n_records,
                         "to_measure": [variants[i]["cand"].id for i in todo]})
@@ -140,7 +141,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         if idx is None or costs[idx].source == "measured" or target.emulate:
             break
         cand = variants[idx]["cand"]
-        if cand.id in store.measured_candidates(target.spec.name, threads=target.spec.threads):
+        if cand.id in store.measured_candidates(target.spec.name, threads=target.spec.threads, emulated=True):
             break  # checked on this target already (emulated): nothing more to learn
         predicted_before.setdefault(cand.id, costs[idx].latency_ms)
         plan = ProfilePlan(run_dir, [variants[idx]["base_id"]], (cand.precision,), warmup=warmup,
