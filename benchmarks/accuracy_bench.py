@@ -134,34 +134,26 @@ def refit(board, ex, entries, run_dir: Path) -> dict:
     return out
 
 
-def run_tokens(board) -> float:
-    """The run's median validation length: what its latencies are measured and predicted at."""
-    return next(iter(board.get("median_val_tokens", board["mean_val_tokens"]).values()))
+def measure_picks(run_dir: Path, board, store, ids: list[str], base_id: str, iterations: int = 60,
+                  passes: int = 3) -> dict[str, list[float]]:
+    """Measure the table's candidates (fp32) and the full-depth int8 model together, interleaved
+    in ``passes`` passes, in a new profile session: the table compares latencies of one run, not
+    of records made at different times (this machine drifts by ~25 % between runs)."""
+    import uuid
 
-
-def host_records(store, cid: str, tokens: float) -> list[float]:
-    """Latency samples of ``cid`` on the host made on inputs of this run's length mix (records
-    of other datasets' runs have other lengths and are left to the cost model's fit)."""
-    from toolchain.search.cost_model import same_mix
-
-    return [s for r in store.records(target="host", candidate_id=cid)
-            if same_mix(r.median_input_tokens, tokens) for s in r.latency_ms_samples]
-
-
-def measure_host(run_dir: Path, store, ids: list[str], tokens: float, precisions=("fp32",),
-                 iterations=40) -> None:
-    from toolchain.profiling.runner import profile_candidates
-    from toolchain.search.fit import SavedHead
+    from toolchain.pipeline import run_dataset
+    from toolchain.profiling.runner import ProfilePlan, profile
     from toolchain.target.registry import open_target
 
-    def variant_id(base_id, precision):
-        cand = SavedHead.load(run_dir / "heads" / f"{base_id}.safetensors").candidate
-        return replace(cand, precision=precision).id
-
-    todo = sorted({i for i in ids for p in precisions if not host_records(store, variant_id(i, p), tokens)})
-    if todo:
-        profile_candidates(run_dir, open_target("host"), store, todo, precisions, warmup=5,
-                           iterations=iterations)
+    pairs = [(i, "fp32") for i in ids] + [(base_id, "int8-dynamic")]
+    plan = ProfilePlan(run_dir, sorted(set(ids) | {base_id}), ("fp32", "int8-dynamic"), warmup=5,
+                       iterations=iterations, pairs=pairs, passes=passes)
+    records = profile(open_target("host"), plan, store, run_dataset(board).validation.texts,
+                      f"accuracy-bench-{uuid.uuid4().hex[:12]}")
+    samples: dict[str, list[float]] = {}
+    for r in records:
+        samples.setdefault(r.candidate_id, []).extend(r.latency_ms_samples)
+    return samples
 
 
 def host_cost_model(board, store):
@@ -274,11 +266,9 @@ def bench_dataset(name: str, args) -> dict:
     host_log: dict = {}
     with RecordStore() as store:
         t0 = time.perf_counter()
-        tokens = run_tokens(board)
-        measure_host(run_dir, store, [c["id"] for c in picks.values()], tokens)
-        measure_host(run_dir, store, [base["id"]], tokens, ("int8-dynamic",))
+        measured = measure_picks(run_dir, board, store, sorted({c["id"] for c in picks.values()}), base["id"])
         int8_id = replace(_cand(base), precision="int8-dynamic").id
-        int8_samples = host_records(store, int8_id, tokens)
+        int8_samples = measured[int8_id]
         budget = args.host_budget_ms or _median(int8_samples) / 2
         loop = co_design(run_dir, open_target("host"), store, rounds=args.rounds, top_k=args.top_k,
                          precisions=("fp32", "int8-dynamic"), max_latency_ms=budget,
@@ -299,10 +289,10 @@ def bench_dataset(name: str, args) -> dict:
             cost = model.predict(_cand(c), c.get("head_params", 0), 2 * c.get("head_params", 0))
             costs[c["id"]] = {"latency_ms": cost.latency_ms, "source": cost.source}
         for cid in {c["id"] for c in picks.values()} | {int8_id}:
-            s = host_records(store, cid, tokens)
+            s = measured.get(cid)
             if s:
                 costs[cid] = {"latency_ms": _median(s), "source": "measured", "spread_ms_p10_p90": _spread(s),
-                              "n_samples": len(s)}
+                              "n_samples": len(s), "interleaved_with_the_table": True}
         full_int8 = {"id": int8_id, "latency_ms": _median(int8_samples), "spread_ms_p10_p90": _spread(int8_samples)}
 
     sel_var = next(v for v in loop["variants"] if v["id"] == loop["selected"]) if loop["selected"] else None
@@ -391,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--max-train-finetune", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--extraction-seconds", nargs="*", default=[], metavar="DATASET=WALL[:CPU]",
                     help="measured cold extraction of all splits, seconds (else timed on a sample)")
