@@ -424,11 +424,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def head_families(run_dir: Path) -> dict | None:
+    """Per head family: how many candidates, how many fitted in full, the best validation accuracy
+    of each kind (so the report can say which families never win)."""
+    from toolchain.report.write import read_leaderboard
+
+    if not (run_dir / "leaderboard.json").is_file():
+        return None
+    board = read_leaderboard(run_dir)
+    out: dict = {}
+    for c in board["candidates"]:
+        f = out.setdefault(c["head"], {"n": 0, "n_full": 0, "best_val_full": None, "best_val_screen": None})
+        f["n"] += 1
+        if c.get("fidelity", "full") == "full":
+            f["n_full"] += 1
+            f["best_val_full"] = max(f["best_val_full"] or 0.0, c["val_acc"])
+        else:  # a screening score: fitted on the 4,000-row sample only
+            f["best_val_screen"] = max(f["best_val_screen"] or 0.0, c["val_acc"])
+    return {"families": out, "screening": board.get("screening")}
+
+
 def report(result: dict, out: Path, markdown: Path) -> None:
     from plots import draw_all
 
     for d in result["datasets"].values():
         d["rows"] = rows_for(d)
+        found = head_families(Path(d["run_dir"])) if d.get("run_dir") else None
+        if found is not None:
+            d["head_families"] = found
     result["plots"] = draw_all(result, out.parent, out.stem)
     out.write_text(json.dumps(result, indent=1, default=str))
     write_markdown(result, markdown)

@@ -86,7 +86,7 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# Accuracy benchmark: the method vs its baselines and fine-tuning",
         "",
-        f"Machine: `{mach['hostname']}`, {mach['cpu']}, {mach['cores']} cores (shared with other work), "
+        f"Machine: `{mach['hostname']}`, {mach['cpu']}, {mach['cores']} cores (idle during these runs), "
         f"torch {mach['torch']}. Date: {result['created_at'][:10]}. Command: `{result['command']}` "
         f"(CODESIGN_HOME={result['codesign_home']}). Backbone all-MiniLM-L6-v2 (L = 6), max length 64, "
         "full splits. Raw figures: "
@@ -97,7 +97,8 @@ def write_markdown(result: dict, path: Path) -> None:
         "the row says int8 — *measured* is a median of interleaved samples from the measurement store, "
         "*predicted* comes from the host cost model fitted on those measurements; *lat. ratio* is vs "
         "the full-depth model (the last-layer [CLS] artefact). *Train s* is wall time: for frozen "
-        "features, the feature extraction of train+validation (timed cold on a sample, scaled) plus the "
+        "features, the feature extraction of train+validation (a cold extraction of every split, scaled to "
+        "train+validation) plus the "
         "head fit, or plus the whole search for selected rows; fine-tuning is measured on a stratified "
         "subsample. *Train ratio* is vs fine-tuning at full depth as run here (subsampled, so the "
         "ratio flatters fine-tuning); the CPU-seconds ratio beside it is less sensitive to the load of this shared machine (the wall ratio mixes runs made under different loads).",
@@ -126,7 +127,8 @@ def write_markdown(result: dict, path: Path) -> None:
                          f"{_fmt(r['train_cpu_ratio_vs_finetune'], '.2f')} |")
         ext = d["extraction"]
         lines += ["", *checks(d),
-                  f"- Settings: heads {sorted({c['head'] for c in d['candidates']})}, "
+                  *_families(d),
+                  f"- Settings: heads refitted in full {sorted({c['head'] for c in d['candidates']})}, "
                   f"{d['n_candidates']} candidates; feature extraction {ext['wall_s']:.0f} s wall "
                   f"({ext['source']}); search {d['search_seconds']:.0f} s wall. Command: `{d['command']}`.", ""]
     lines += export_section(path.parent.parent / "benchmarks" / "results")
@@ -139,14 +141,16 @@ def write_markdown(result: dict, path: Path) -> None:
 CAVEATS = [
     "## Caveats (read before quoting)",
     "",
-    "- Timing conditions differ by row. trec's search (389 s) and all three full-depth fine-tuning "
-    "runs were measured earlier the same day while other jobs loaded the 2 cores (load average 4–8); "
-    "sst2's and emotion's searches and the truncated fine-tuning runs of sst2 and emotion, and every "
-    "host latency in the tables (a fresh measurement database), were measured on an idle machine. "
-    "Wall-time ratios therefore mix loads; the CPU-second ratios beside them are less sensitive to it.",
-    "- Fine-tuning is subsampled to 1,000 training rows and 2 epochs to fit the CPU budget: it is a "
-    "weak fine-tuning baseline (emotion: 55.8 % after 2 epochs, still rising), not the accuracy of "
-    "full fine-tuning. Its full-data time is extrapolated linearly in the JSON.",
+    "- Every row was measured on an otherwise idle machine (load average below 2 on its 2 cores). "
+    "Host latencies in a table come from one interleaved profile session (3 passes) per dataset; "
+    "this machine drifts by up to ~25 % between sessions, so compare latencies within a table. "
+    "`--finetune-from` reused fine-tuning runs that this script had made minutes earlier with the "
+    "same settings (same rows, epochs and depth; their figures are in the JSON), and "
+    "`--extraction-seconds` passes a cold `codesign extract` of all splits timed with `time`.",
+    "- Fine-tuning is subsampled to 2,000 training rows and 3 epochs (AdamW 5e-5, linear warm-up and "
+    "decay, early stopping on validation) to fit the CPU: a weaker baseline than full fine-tuning "
+    "(emotion's validation accuracy was still rising at epoch 3). Its full-data time is extrapolated "
+    "linearly in the JSON.",
     "- trec searched 60 sampled combinations (102 candidates, every candidate fitted on all rows); "
     "emotion and sst2 searched 200 (242 candidates) by successive halving: all screened on a "
     "stratified 4,000-row sample, the best tenth and every single-layer softmax refitted on all "
@@ -196,6 +200,24 @@ def _export_lines(e: dict, name: str, first: bool) -> list[str]:
               "This CPU has AVX2 but no VNNI: onnxruntime's u8×s8 kernels barely beat its fp32 GEMM "
               "here, with short inputs or padded ones.", ""]
     return lines
+
+
+def _families(d: dict) -> list[str]:
+    """Which head families won, and which never did (issue 7 asks to say so)."""
+    hf = d.get("head_families")
+    if not hf:
+        return []
+    fam = hf["families"]
+    parts = []
+    for head, f in sorted(fam.items()):
+        best = f["best_val_full"]
+        text = f"{head}: {f['n']} candidates, {f['n_full']} fitted on all rows"
+        text += f", best validation {100 * best:.1f} %" if best is not None else ", none promoted past screening"
+        parts.append(text)
+    winner = max(fam, key=lambda h: fam[h]["best_val_full"] or 0.0)
+    never = [h for h, f in fam.items() if h != winner]
+    return [f"- Head families: {'; '.join(parts)}. Best family: {winner}; "
+            f"{', '.join(never)} never gave the best candidate here."]
 
 
 def checks(d: dict) -> list[str]:
