@@ -160,14 +160,11 @@ def host_cost_model(board, store):
     """The host's cost model fitted from every record so far, for all candidates of the run."""
     from toolchain.features.backbone import backbone_info, resolve_model
     from toolchain.search.candidate import Candidate
-    from toolchain.search.loop import _fit
+    from toolchain.search.loop import _fit, board_seq_len
     from toolchain.target.registry import open_target
 
     infos = {n: backbone_info(resolve_model(m["path"])) for n, m in board["models"].items()}
-    seq_len = {}
-    for key, value in board.get("median_val_tokens", board["mean_val_tokens"]).items():
-        name, _, ml = key.rpartition("@")
-        seq_len[(name, int(ml))] = value
+    seq_len = board_seq_len(board)
     variants = [{"cand": Candidate.from_dict(c), "head_params": c.get("head_params", 0)}
                 for c in board["candidates"]]
     return _fit(store, open_target("host"), infos, seq_len, variants), infos, seq_len

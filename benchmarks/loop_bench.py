@@ -35,20 +35,18 @@ sys.path.insert(0, str(HERE))
 from extraction_bench import load_average, machine_info, result_path  # noqa: E402
 
 
-def _seq_len(board) -> dict:
-    out = {}
-    for key, value in board.get("median_val_tokens", board["mean_val_tokens"]).items():
-        name, _, ml = key.rpartition("@")
-        out[(name, int(ml))] = value
-    return out
-
-
 def model_error(store, board) -> dict:
     """In-sample and leave-one-out prediction error over every measured host candidate."""
     from toolchain.features.backbone import backbone_info, resolve_model
     from toolchain.profiling.stats import median
     from toolchain.search.candidate import Candidate
-    from toolchain.search.cost_model import CostModel, leave_one_out_pairs, prediction_report
+    from toolchain.search.cost_model import (
+        CostModel,
+        leave_one_out_pairs,
+        mix_tokens,
+        prediction_report,
+    )
+    from toolchain.search.loop import board_seq_len
     from toolchain.target.spec import load_target_spec
 
     spec = load_target_spec("host")
@@ -58,15 +56,14 @@ def model_error(store, board) -> dict:
     # A precision variant has its fp32 base candidate's head.
     heads = {r.candidate_id: base_heads.get(replace(Candidate.from_dict(r.candidate), precision="fp32").id, (0, 0))
              for r in records}
-    seq = _seq_len(board)
+    seq = board_seq_len(board)
     model = CostModel.fit(records, spec, infos, seq, heads=heads)
     loo = leave_one_out_pairs(records, spec, infos, seq, heads=heads)
     per = []
     for cid, recs in model.measured.items():
         samples = sorted(s for r in recs for s in r.latency_ms_samples)
-        tokens = [t for r in recs for t in r.input_tokens]
         cand = Candidate.from_dict(recs[0].candidate)
-        at = median(tokens) if tokens else None
+        at = mix_tokens(recs)
         pred = model.predict(cand, *heads[cid], use_measured=False, tokens=at).latency_ms
         per.append({"id": cid, "precision": cand.precision, "depth": cand.depth, "n_records": len(recs),
                     "n_samples": len(samples), "median_input_tokens": at,

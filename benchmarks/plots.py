@@ -49,14 +49,11 @@ def per_layer(result: dict, path: Path) -> bool:
 
 
 def _front(points):
-    """Indices of the (accuracy up, latency down) front."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
-    best, keep = -1.0, []
-    for i in order:
-        if points[i][0] > best:
-            keep.append(i)
-            best = points[i][0]
-    return keep
+    """Indices of the (accuracy up, latency down) front, cheapest first."""
+    from toolchain.search.select import pareto_front
+
+    flags = pareto_front(points)
+    return sorted((i for i, f in enumerate(flags) if f), key=lambda i: points[i][1])
 
 
 def pareto(result: dict, path: Path) -> bool:

@@ -179,9 +179,7 @@ class CostRecord:
     @property
     def median_input_tokens(self) -> float | None:
         """Median real length of the measured inputs; None for records made before it was kept."""
-        if not self.input_tokens:
-            return None
-        s = sorted(self.input_tokens)
-        mid = len(s) // 2
-        return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2.0
+        from .stats import median
+
+        return float(median(self.input_tokens)) if self.input_tokens else None
 

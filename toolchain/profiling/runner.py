@@ -58,13 +58,15 @@ class ProfilePlan:
         return max(1, -(-self.iterations // max(1, self.passes)))
 
 
-def _host_outputs(artefact_dir: Path, job_dir: Path) -> np.ndarray:
+def _host_outputs(artefact_dir: Path, job_dir: Path) -> tuple[np.ndarray, list[int]]:
+    """The host's probabilities on the job's inputs, and each input's real length."""
     session = ort_session(artefact_dir / "model.onnx")
     with np.load(job_dir / "inputs.npz", allow_pickle=False) as z:
         ids, mask, lengths = z["input_ids"], z["attention_mask"], z["lengths"]
-    return np.stack([session.run(["probs"], {"input_ids": ids[i:i + 1, :n],
-                                             "attention_mask": mask[i:i + 1, :n]})[0][0]
-                     for i, n in enumerate(lengths)])
+    outputs = np.stack([session.run(["probs"], {"input_ids": ids[i:i + 1, :n],
+                                                "attention_mask": mask[i:i + 1, :n]})[0][0]
+                        for i, n in enumerate(lengths)])
+    return outputs, [int(n) for n in lengths]
 
 
 def check_outputs(report: dict, expected: np.ndarray, precision: str, where: str) -> float:
@@ -92,9 +94,7 @@ def measure_one(target: Target, run_dir: Path, base_id: str, precision: str, tex
         # Each pass times every input equally often: as many inputs as samples per pass at most.
         crc = build_job(artefact_dir, texts, job_dir, n_inputs=min(plan.n_inputs, plan.iterations_per_pass),
                         provider=_provider(target))
-        expected = _host_outputs(artefact_dir, job_dir)
-        with np.load(job_dir / "inputs.npz", allow_pickle=False) as z:
-            lengths = [int(n) for n in z["lengths"]]
+        expected, lengths = _host_outputs(artefact_dir, job_dir)
         report = target.run_agent(job_dir, warmup=plan.warmup, iterations=plan.iterations_per_pass,
                                   threads=target.spec.threads)
     where = f"target '{target.spec.name}', candidate {meta['candidate_id']}"

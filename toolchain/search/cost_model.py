@@ -91,6 +91,13 @@ class Law:
         return self.ratio * analytic
 
 
+def mix_tokens(records: Sequence[CostRecord]) -> float | None:
+    """Median real input length over a group of records (None if any record lacks it)."""
+    if not records or any(not r.input_tokens for r in records):
+        return None
+    return median([t for r in records for t in r.input_tokens])
+
+
 def _by_mix(records: Sequence[CostRecord]) -> dict[float | None, list[CostRecord]]:
     """A candidate's records grouped by the median length of their inputs (one group per mix)."""
     groups: dict[float | None, list[CostRecord]] = defaultdict(list)

@@ -12,7 +12,7 @@ from ..features.backbone import backbone_info, resolve_model
 from ..profiling.stats import median
 from ..target.base import Target
 from .candidate import Candidate
-from .cost_model import CostModel, prediction_report
+from .cost_model import CostModel, mix_tokens, prediction_report
 from .select import Budgets, pareto_front, select
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,15 @@ class CalibratedModel:
                 "own": self.own.describe()}
 
 
+def board_seq_len(board: dict) -> dict[tuple[str, int], float]:
+    """(backbone, max length) → the run's median validation length (mean for older runs)."""
+    out = {}
+    for key, value in board.get("median_val_tokens", board["mean_val_tokens"]).items():
+        name, _, ml = key.rpartition("@")
+        out[(name, int(ml))] = value
+    return out
+
+
 def rank(board, run_dir, precisions, store, target, infos, seq_len, budgets, tolerance):
     """Every variant with its current cost (measured, fitted or calibrated), the feasible ones,
     the Pareto front over (accuracy, latency) and the selected index."""
@@ -97,10 +106,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         passes = 3 if target.spec.kind == "local" else 1
     board = read_leaderboard(run_dir)
     infos = {name: backbone_info(resolve_model(m["path"])) for name, m in board["models"].items()}
-    seq_len = {}
-    for key, value in board.get("median_val_tokens", board["mean_val_tokens"]).items():
-        name, _, ml = key.rpartition("@")
-        seq_len[(name, int(ml))] = value
+    seq_len = board_seq_len(board)
     budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
     dataset = pipeline.run_dataset(board)
     history, predicted_before = [], {}
@@ -160,9 +166,8 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         if c.source == "measured":
             recs = model.measured_for(v["cand"])
             samples = [s for r in recs for s in r.latency_ms_samples]
-            tokens = [t for r in recs for t in r.input_tokens]
             # The model given the measured inputs' lengths (the run's median when unknown).
-            at = median(tokens) if tokens and all(r.input_tokens for r in recs) else None
+            at = mix_tokens(recs)
             refit = model.predict(v["cand"], v["head_params"], 2 * v["head_params"], use_measured=False,
                                   tokens=at)
             row["measured"] = {"latency_ms_median": median(samples), "n_samples": len(samples),
