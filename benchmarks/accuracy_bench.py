@@ -141,9 +141,9 @@ def measure_picks(run_dir: Path, board, store, ids: list[str], base_id: str, ite
     of records made at different times (this machine drifts by ~25 % between runs)."""
     import uuid
 
+    from toolchain.boards.registry import open_target
     from toolchain.pipeline import run_dataset
     from toolchain.profiling.runner import ProfilePlan, profile
-    from toolchain.target.registry import open_target
 
     pairs = [(i, "fp32") for i in ids] + [(base_id, "int8-dynamic")]
     plan = ProfilePlan(run_dir, sorted(set(ids) | {base_id}), ("fp32", "int8-dynamic"), warmup=5,
@@ -158,10 +158,10 @@ def measure_picks(run_dir: Path, board, store, ids: list[str], base_id: str, ite
 
 def host_cost_model(board, store):
     """The host's cost model fitted from every record so far, for all candidates of the run."""
+    from toolchain.boards.registry import open_target
     from toolchain.features.backbone import backbone_info, resolve_model
     from toolchain.search.candidate import Candidate
     from toolchain.search.loop import _fit, board_seq_len
-    from toolchain.target.registry import open_target
 
     infos = {n: backbone_info(resolve_model(m["path"])) for n, m in board["models"].items()}
     seq_len = board_seq_len(board)
@@ -173,9 +173,9 @@ def host_cost_model(board, store):
 def rpi4_stage(run_dir: Path, board, store, infos, seq_len, precisions, tolerance) -> dict:
     """Selection for the rpi4 board from predicted costs (no board here): budget = half the
     predicted latency of the full-depth int8 model."""
+    from toolchain.config.target_spec import load_target_spec
     from toolchain.search.loop import rank
     from toolchain.search.select import Budgets
-    from toolchain.target.spec import load_target_spec
 
     spec = load_target_spec("rpi4")
     target = SimpleNamespace(spec=spec, emulate=True)
@@ -219,10 +219,10 @@ def finetune_stage(name: str, max_train: int, epochs: int, depths: dict[str, int
 
 def bench_dataset(name: str, args) -> dict:
     from toolchain.baselines import last_layer_baseline, majority_baseline
+    from toolchain.boards.registry import open_target
     from toolchain.features.backbone import resolve_model
     from toolchain.search.loop import co_design
     from toolchain.store.db import RecordStore
-    from toolchain.target.registry import open_target
 
     t_start = time.perf_counter()
     heads = tuple((h, int(s)) for h, s in (x.split(":") for x in args.heads))

@@ -37,6 +37,7 @@ from extraction_bench import load_average, machine_info, result_path  # noqa: E4
 
 def model_error(store, board) -> dict:
     """In-sample and leave-one-out prediction error over every measured host candidate."""
+    from toolchain.config.target_spec import load_target_spec
     from toolchain.features.backbone import backbone_info, resolve_model
     from toolchain.profiling.stats import median
     from toolchain.search.candidate import Candidate
@@ -47,7 +48,6 @@ def model_error(store, board) -> dict:
         prediction_report,
     )
     from toolchain.search.loop import board_seq_len
-    from toolchain.target.spec import load_target_spec
 
     spec = load_target_spec("host")
     infos = {n: backbone_info(resolve_model(m["path"])) for n, m in board["models"].items()}
@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CODESIGN_HOME"] = str(Path(args.home).expanduser()) if args.home else tmp.name
     os.environ.setdefault("CODESIGN_NO_PROGRESS", "1")
 
+    from toolchain.boards.registry import open_target
     from toolchain.pipeline import RunConfig, run
     from toolchain.profiling.runner import profile_candidates
     from toolchain.search.candidate import Candidate
     from toolchain.search.loop import co_design
     from toolchain.store.db import RecordStore
-    from toolchain.target.registry import open_target
 
     load_before, started = load_average(), time.perf_counter()
     run_dir = Path(tmp.name) / "run"

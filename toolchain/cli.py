@@ -220,11 +220,11 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
       codesign profile --target rpi4 --emulate --top 3
       make profile TARGET=rpi4
     """
+    from .boards.registry import open_target
     from .paths import codesign_home
     from .report.write import latest_run
     from .search.loop import co_design
     from .store.db import RecordStore
-    from .target.registry import open_target
 
     if run_dir is None:
         found = latest_run(codesign_home())

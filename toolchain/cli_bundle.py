@@ -11,7 +11,7 @@ import click
 
 
 def _target(name: str, emulate: bool = False):
-    from .target.registry import open_target
+    from .boards.registry import open_target
 
     return open_target(name, emulate=emulate)
 

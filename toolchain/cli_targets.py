@@ -23,8 +23,8 @@ def targets() -> None:
 @click.option("--no-probe", is_flag=True, help="Do not try to reach the boards.")
 def list_cmd(no_probe: bool) -> None:
     """Known targets and whether each is reachable now."""
-    from .target.registry import open_target
-    from .target.spec import known_target_files, load_target_spec
+    from .boards.registry import open_target
+    from .config.target_spec import known_target_files, load_target_spec
 
     for name in known_target_files():
         spec = load_target_spec(name)
@@ -41,9 +41,9 @@ def list_cmd(no_probe: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(name: str, as_json: bool) -> None:
     """A target's full spec, its hash, and whether it answers now."""
+    from .boards.registry import open_target
+    from .config.target_spec import load_target_spec
     from .specfile import to_plain
-    from .target.registry import open_target
-    from .target.spec import load_target_spec
 
     spec = load_target_spec(name)
     r = open_target(spec).reachability()
@@ -67,7 +67,7 @@ def show_cmd(name: str, as_json: bool) -> None:
 @click.argument("name")
 def prepare_cmd(name: str) -> None:
     """Build what the target's emulation needs (idempotent)."""
-    from .target.registry import open_target
+    from .boards.registry import open_target
 
     open_target(name, emulate=True).prepare()
     click.echo(f"{name}: ready")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .config.target_spec import load_target_spec
 from .data.dataset import Dataset, load_dataset
 from .data.presets import resolve_dataset
 from .errors import SearchError
@@ -25,7 +26,6 @@ from .search.parallel import auto_jobs, fit_all
 from .search.screening import Screening, screen_then_fit
 from .search.select import Budgets, pareto_front, select
 from .search.space import DEFAULT_HEADS, SearchSpace
-from .target.spec import load_target_spec
 
 log = logging.getLogger(__name__)
 

@@ -45,12 +45,12 @@ def _firmware_tools() -> bool:
 
 @pytest.fixture(scope="session")
 def bundle_run(tiny_bert, toy_spec, tmp_path_factory) -> BundleRun:
+    from toolchain.boards.registry import open_target
     from toolchain.bundle.build import build_bundle
     from toolchain.pipeline import RunConfig, run
     from toolchain.report.write import read_leaderboard
     from toolchain.search.loop import co_design
     from toolchain.store.db import RecordStore
-    from toolchain.target.registry import open_target
 
     base = tmp_path_factory.mktemp("bundle-run")
     home = base / "home"
@@ -145,7 +145,7 @@ def ssh_board(tmp_path_factory):
         sys.path.insert(0, str(SSH_TESTS))
     from ssh_helpers import start_board
 
-    from toolchain.target.emulation import DEFAULT_ROOTFS, prepare_rootfs
+    from toolchain.boards.emulation import DEFAULT_ROOTFS, prepare_rootfs
 
     missing = [
         t

@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
+from toolchain.boards.registry import open_target
 from toolchain.bundle.archive import archive_path
 from toolchain.bundle.deploy import SshShell, deploy, rollback, status
 from toolchain.bundle.manifest import bundle_id
 from toolchain.errors import DeployError, TransportError
-from toolchain.target.registry import open_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator]
 

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
+from toolchain.config.target_spec import load_target_spec
 from toolchain.features.backbone import BackboneInfo
 from toolchain.search.candidate import Candidate
 from toolchain.search.cost import estimate_cost
 from toolchain.search.select import Budgets, pareto_front, select
 from toolchain.search.space import SearchSpace
-from toolchain.target.spec import load_target_spec
 
 MINILM = BackboneInfo(n_layers=6, hidden=384, intermediate=1536, heads=12, vocab=30522, max_positions=512)
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from integration_helpers import needs_cc, needs_qemu, saved_heads, tiny_flash_target
 
+from toolchain.boards.registry import open_target
 from toolchain.errors import ValidationMismatchError
 from toolchain.mcu.budget import FIRMWARE_FLASH_BYTES
 from toolchain.profiling.mcu import PRECISION, profile_mcu
 from toolchain.store.db import RecordStore
-from toolchain.target.registry import open_target
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from integration_helpers import db_record_count, saved_heads
 
+from toolchain.boards.registry import open_target
+from toolchain.boards.ssh_target import SshTarget
 from toolchain.errors import TransportError
 from toolchain.profiling.runner import profile_candidates
 from toolchain.search.loop import co_design
 from toolchain.store.db import RecordStore, default_db_path
-from toolchain.target.registry import open_target
-from toolchain.target.ssh_target import SshTarget
 
 pytestmark = pytest.mark.slow
 

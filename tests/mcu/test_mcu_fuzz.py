@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from mcu_helpers import PipePort, make, start_pipe_firmware, stop  # noqa: E402
 
-from toolchain.target.serial_link import SerialLink  # noqa: E402
+from toolchain.boards.serial_link import SerialLink  # noqa: E402
 
 COMMAND_WORDS = [
     b"name",

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from mcu_helpers import needs_arm, needs_qemu, relu_mlp_head
 
+from toolchain.boards.mcu_emulation import qemu_mps2
+from toolchain.boards.registry import open_target
+from toolchain.boards.serial_link import SerialLink
 from toolchain.mcu import quantize_head, run_int8, selfcheck_crc
 from toolchain.mcu.blob import to_blob
-from toolchain.target.mcu_emulation import qemu_mps2
-from toolchain.target.registry import open_target
-from toolchain.target.serial_link import SerialLink
 
 
 @needs_arm
@@ -97,8 +97,8 @@ def test_serial_target_flow_on_mcu_qemu(fw_dir, head):
 @pytest.mark.slow
 def test_large_head_is_baked_into_the_qemu_image(fw_dir, tmp_path):
     """A head over BAKE_ABOVE_BYTES boots already committed instead of a slow UART upload."""
+    from toolchain.boards.serial_target import BAKE_ABOVE_BYTES
     from toolchain.heads.dense import DenseLayer
-    from toolchain.target.serial_target import BAKE_ABOVE_BYTES
 
     rng = np.random.default_rng(3)
     layer = DenseLayer(rng.normal(size=(200, 400)).astype(np.float32), np.zeros(200, np.float32))

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from mcu_helpers import relu_mlp_head, softmax_head
 
+from toolchain.boards.registry import open_target
+from toolchain.config.target_spec import load_target_spec
 from toolchain.errors import BundleError, QuantizationError, TargetError
 from toolchain.heads.dense import DenseLayer, run_dense
 from toolchain.mcu import check_budget, quantize_head, run_int8, selfcheck_crc
 from toolchain.mcu.blob import blob_size, from_blob, to_blob, to_c_header
 from toolchain.mcu.quantize import quantize_multiplier
 from toolchain.mcu.reference import requantize
-from toolchain.target.registry import open_target
-from toolchain.target.spec import load_target_spec
 
 
 @pytest.mark.parametrize("make_head", [softmax_head, relu_mlp_head])

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from toolchain.boards.registry import open_target
 from toolchain.pipeline import RunConfig, run
 from toolchain.search.loop import co_design
 from toolchain.store.db import RecordStore, default_db_path
-from toolchain.target.registry import open_target
 
 
 @pytest.fixture()

@@ -56,7 +56,7 @@ def emulation_tools() -> None:
 
 @pytest.fixture(scope="session")
 def rootfs(emulation_tools, tmp_path_factory) -> Path:
-    from toolchain.target.emulation import DEFAULT_ROOTFS, prepare_rootfs
+    from toolchain.boards.emulation import DEFAULT_ROOTFS, prepare_rootfs
 
     cache = os.environ.get("CODESIGN_ROOTFS_CACHE")
     base = Path(cache) if cache else tmp_path_factory.mktemp("rootfs")

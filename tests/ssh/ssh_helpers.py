@@ -137,7 +137,7 @@ class StandInBoard:
         }
 
     def transport(self, **kwargs):
-        from toolchain.target.ssh import SshTransport
+        from toolchain.boards.ssh import SshTransport
 
         args = dict(
             port=self.port,
@@ -281,7 +281,7 @@ def _sshd_config(work: Path, addr: str, port: int, user: str, path: str, home: P
 
 def start_board(rootfs: Path, work: Path, cpu: str = "cortex-a72") -> StandInBoard:
     """Start sshd as the stand-in board; call ``.stop()`` when done (needs root for netns)."""
-    from toolchain.target.emulation import write_python_shim
+    from toolchain.boards.emulation import write_python_shim
 
     sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
     work.mkdir(parents=True, exist_ok=True)
@@ -325,7 +325,7 @@ def start_board(rootfs: Path, work: Path, cpu: str = "cortex-a72") -> StandInBoa
 
 
 def main() -> None:
-    from toolchain.target.emulation import prepare_rootfs
+    from toolchain.boards.emulation import prepare_rootfs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rootfs", type=Path, default=None, help="prebuilt rootfs directory")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ssh_helpers import host_outputs
 
-from toolchain.target.ssh_target import AGENT_PATH
+from toolchain.boards.ssh_target import AGENT_PATH
 
 
 def run_agent(job: Path, *extra: str, env: dict | None = None) -> tuple[int, dict]:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from ssh_helpers import host_outputs
 
+from toolchain.boards.registry import open_target
+from toolchain.boards.ssh_target import SshTarget
+from toolchain.config.target_spec import load_target_spec
 from toolchain.errors import BundleError, HostKeyError, TargetUnreachableError, TransportError
-from toolchain.target.registry import open_target
-from toolchain.target.spec import load_target_spec
-from toolchain.target.ssh_target import SshTarget
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from toolchain.boards.ssh import SshTransport
 from toolchain.errors import HostKeyError, TargetError, TargetUnreachableError, TransportError
-from toolchain.target.ssh import SshTransport
 
 NASTY = [
     "a b",
@@ -80,7 +80,7 @@ def test_scp_refuses_paths_needing_quotes():
 
 def test_connect_failures_retry_with_backoff_then_unreachable(monkeypatch):
     sleeps = []
-    monkeypatch.setattr("toolchain.target.ssh._sleep", sleeps.append)
+    monkeypatch.setattr("toolchain.boards.ssh._sleep", sleeps.append)
     # A port nobody listens on, on an address we own: refused at once.
     t = SshTransport("127.0.0.1", port=1, retries=2, backoff_s=0.5, connect_timeout_s=2)
     with pytest.raises(TargetUnreachableError, match="3 attempt"):
@@ -163,7 +163,7 @@ def test_command_timeout_is_a_transport_error(board):
     start = time.monotonic()
     with pytest.raises(TransportError, match="did not finish"):
         t.run(["sleep", "30"], timeout=2)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 25  # bounded by the timeout, not a hang (generous under load)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from store_helpers import candidate, make_record
 
+from toolchain.config.target_spec import TargetSpec
 from toolchain.errors import SearchError
 from toolchain.features.backbone import BackboneInfo
 from toolchain.search.cost import estimate_cost, layer_flops
@@ -18,7 +19,6 @@ from toolchain.search.cost_model import (
     nnls,
     prediction_report,
 )
-from toolchain.target.spec import TargetSpec
 
 INFO = BackboneInfo(n_layers=6, hidden=64, intermediate=256, heads=4, vocab=1000, max_positions=128)
 INFOS = {"tiny": INFO}

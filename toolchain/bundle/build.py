@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..config.target_spec import TargetSpec, load_target_spec
 from ..errors import BundleError, RunDirError
 from ..search.candidate import PRECISIONS, Candidate
-from ..target.spec import TargetSpec, load_target_spec
 from .archive import FIXED_MTIME, write_archive
 from .manifest import SCHEMA_VERSION, write_manifest
 

@@ -90,7 +90,7 @@ class LocalShell(BoardShell):
         argv = list(argv)
         if argv[0] == "python3":
             if self.rootfs is not None:
-                from ..target.emulation import run_in_rootfs
+                from ..boards.emulation import run_in_rootfs
 
                 return run_in_rootfs(
                     self.rootfs,
@@ -158,7 +158,7 @@ def open_shell(target) -> BoardShell:
 
 
 def _emulated_shell(target) -> LocalShell:
-    from ..target.emulation import DEFAULT_ROOTFS, prepare_rootfs
+    from ..boards.emulation import DEFAULT_ROOTFS, prepare_rootfs
 
     spec = target.spec
     if not target.can_emulate:

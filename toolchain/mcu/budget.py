@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..target.spec import TargetSpec
+from ..config.target_spec import TargetSpec
 from .blob import blob_size
 from .quantize import QuantizedHead
 

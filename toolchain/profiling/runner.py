@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boards.base import Target
 from ..errors import CodesignError, ValidationMismatchError
 from ..export.artefact import export_artefact
 from ..export.tolerances import CROSS_PLATFORM
 from ..export.validate import ort_session
 from ..profiling.records import CostRecord
 from ..progress import progress_bar
-from ..target.base import Target
 from .jobs import build_job
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..config.target_spec import TargetSpec
 from ..features.backbone import BackboneInfo
-from ..target.spec import TargetSpec
 from .candidate import Candidate
 
 BYTES_PER_PARAM = {"fp32": 4.0, "int8-dynamic": 1.0, "int8-static": 1.0, "int8-head": 4.0}

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..config.target_spec import TargetSpec
 from ..errors import SearchError
 from ..features.backbone import BackboneInfo
 from ..profiling.records import CostRecord
 from ..profiling.stats import median
-from ..target.spec import TargetSpec
 from .candidate import Candidate
 from .cost import Cost, estimate_cost
 

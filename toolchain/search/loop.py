@@ -8,9 +8,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from ..boards.base import Target
 from ..features.backbone import backbone_info, resolve_model
 from ..profiling.stats import median
-from ..target.base import Target
 from .candidate import Candidate
 from .cost_model import CostModel, mix_tokens, prediction_report
 from .select import Budgets, pareto_front, select
@@ -44,7 +44,7 @@ def _fit(store, target: Target, infos, seq_len, variants):
         return model
     # No real measurement of this board: emulated wall time says nothing about it (50-230x
     # slower here), so predict from the host's fitted model times the target file's calibration.
-    from ..target.spec import load_target_spec
+    from ..config.target_spec import load_target_spec
 
     host = load_target_spec("host")
     host_model = CostModel.fit(store.records(target="host"), host, infos, seq_len, heads=heads)

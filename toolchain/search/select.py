@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..target.spec import TargetSpec
+from ..config.target_spec import TargetSpec
 from .cost import Cost
 
 

@@ -16,10 +16,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..config.target_spec import TargetSpec
 from ..errors import BundleError, ProtocolError, TargetError, TargetUnreachableError
 from .base import Reachability, Target
 from .registry import register_kind
-from .spec import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def parse_agent_report(proc: subprocess.CompletedProcess[str], where: str) -> di
 
 @register_kind("ssh")
 class SshTarget(Target):
-    """A board behind OpenSSH; see ``toolchain.target.ssh`` for the transport's rules."""
+    """A board behind OpenSSH; see ``toolchain.boards.ssh`` for the transport's rules."""
 
     def __init__(
         self, spec: TargetSpec, *, emulate: bool = False, trust_on_first_use: bool | None = None

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config.target_spec import TargetSpec
 from ..errors import DeployError, TargetError, TargetUnreachableError, ValidationMismatchError
 from .base import Reachability, Target
 from .registry import register_kind
-from .spec import TargetSpec
 
 # Above this blob size an emulated QEMU board gets the model baked into its image.
 BAKE_ABOVE_BYTES = 64 * 1024

@@ -6,17 +6,17 @@ from __future__ import annotations
 from importlib import import_module
 from importlib.metadata import entry_points
 
+from ..config.target_spec import TargetSpec, load_target_spec
 from ..errors import ConfigError, TargetError
 from .base import Target
-from .spec import TargetSpec, load_target_spec
 
 _KINDS: dict[str, type[Target]] = {}
 # Built-in kinds are imported lazily: importing them must not pull paramiko/pyserial at startup.
 _BUILTIN_MODULES = {
-    "local": "toolchain.target.local",
-    "ssh": "toolchain.target.ssh_target",
-    "serial": "toolchain.target.serial_target",
-    "emulated": "toolchain.target.local",
+    "local": "toolchain.boards.local",
+    "ssh": "toolchain.boards.ssh_target",
+    "serial": "toolchain.boards.serial_target",
+    "emulated": "toolchain.boards.local",
 }
 ENTRY_POINT_GROUP = "codesign.target_kinds"
 

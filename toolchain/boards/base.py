@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .spec import TargetSpec
+from ..config.target_spec import TargetSpec
 
 
 @dataclass(frozen=True)
