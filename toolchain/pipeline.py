@@ -21,6 +21,7 @@ from .features.backbone import ModelRef, backbone_info, resolve_model
 from .features.layers import LayerFeatures, layer_features
 from .paths import codesign_home
 from .progress import progress_bar
+from .rundir import target_key
 from .search.fit import FeatureBank, FittedCandidate
 from .search.parallel import auto_jobs, fit_all
 from .search.screening import Screening, screen_then_fit
@@ -216,7 +217,7 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
         if c["combine"] == "single" and c["head"] == "softmax" and c["max_length"] == config.max_lengths[0]
     ]
     return {
-        "schema": 1,
+        "schema": 2,
         "codesign_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": ", ".join(ex.refs),
@@ -243,6 +244,16 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
                      "depth": base_entry["depth"], "cost": base_entry["cost"]},
         "candidates": candidates,
         "selected": candidates[chosen]["id"],
+        # The search's choice is the run's target's predicted selection; profiling a target
+        # adds (or replaces) that target's own, measured one.
+        "selections": {target_key(target.name, target.hash): {
+            "target": target.name, "target_hash": target.hash,
+            "candidate_id": candidates[chosen]["id"], "base_id": candidates[chosen]["id"],
+            "precision": candidates[chosen]["precision"], "source": "predicted",
+            "emulated": False, "latency_ms": candidates[chosen]["cost"]["latency_ms"],
+            "model_bytes": candidates[chosen]["cost"]["model_bytes"],
+            "val_acc": candidates[chosen]["val_acc"], "test_acc": candidates[chosen].get("test_acc"),
+        }},
     }
 
 

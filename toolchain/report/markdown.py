@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .mcu import render_mcu
+
 
 def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
@@ -63,11 +65,8 @@ def render_report(board: dict) -> str:
     for layer in sorted(by_layer):
         lines.append(f"| {layer} | " + " | ".join(_pct(by_layer[layer].get(p)) for p in poolings) + " |")
     lines += ["", "## Accuracy vs cost", "", "![pareto](pareto.png)", ""]
-    if board.get("loop"):
-        lines += render_loop(board["loop"])
+    lines += render_selections(board)
     for summary in board.get("mcu", {}).values():
-        from ..profiling.mcu import render_mcu
-
         lines += render_mcu(summary)
     wins = {}
     for c in board["candidates"]:
@@ -78,6 +77,31 @@ def render_report(board: dict) -> str:
         accs.sort()
         lines.append(f"| {dim} | {val} | {_pct(accs[-1])} | {_pct(accs[len(accs) // 2])} |")
     return "\n".join(lines) + "\n"
+
+
+def render_selections(board: dict) -> list[str]:
+    """One line per target's selection, then each target's co-design loop."""
+    sels = board.get("selections") or {}
+    if not sels:
+        return []
+    cands = {c["id"]: c for c in board["candidates"]}
+    lines = ["## Selection per target", "",
+             "| target | spec hash | candidate | precision | val % | latency ms | source |",
+             "|---|---|---|---|---|---|---|"]
+    for key in sorted(sels):
+        s = sels[key]
+        lat = s.get("latency_ms")
+        src = s["source"] + (" (emulated)" if s.get("emulated") else "")
+        base = cands.get(s.get("base_id") or s["candidate_id"], {})
+        val = s.get("val_acc", base.get("val_acc"))
+        lines.append(f"| {s['target']} | `{str(s.get('target_hash'))[:12]}` | `{s['candidate_id']}` | "
+                     f"{s.get('precision') or base.get('precision', '—')} | {_pct(val)} | "
+                     f"{'—' if lat is None else f'{lat:.2f}'} | {src} |")
+    lines.append("")
+    for key in sorted(sels):
+        if sels[key].get("loop"):
+            lines += render_loop(sels[key]["loop"])
+    return lines
 
 
 def render_loop(loop: dict) -> list[str]:
