@@ -1,8 +1,11 @@
-"""Board specs load strictly; emulation helpers (fast) and the emulated python (slow)."""
+"""Board specs load strictly and inside stated ranges; emulation helpers (fast) and the emulated
+python (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +17,9 @@ from toolchain.boards.emulation.aarch64 import (
     run_in_rootfs,
     write_python_shim,
 )
+from toolchain.config import target_spec as ts
 from toolchain.config.target_spec import load_target_spec
+from toolchain.errors import ConfigError
 
 BOARDS = ["rpi4", "jetson-nano", "jetson-orin-nano"]
 
@@ -120,3 +125,109 @@ def test_prepare_rootfs_is_cached(rootfs, monkeypatch):
 
     monkeypatch.setattr(aarch64, "_build", no_build)
     assert aarch64.prepare_rootfs(dest=rootfs) == rootfs
+
+
+# --- ranges and allowed values of a target file ---------------------------------------------------
+
+
+
+GOOD = 'kind = "local"\narch = "x86_64"\n'
+
+
+def _load_text(tmp_path: Path, text: str, name: str = "board.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return load_target_spec(path, apply_env=False)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, allowed",
+    [
+        ("estimate", "gflops_per_thread", "0", "> 0"),  # was a ZeroDivisionError
+        ("estimate", "gflops_per_thread", "-2.5", "> 0"),  # was "-13.93 ms (predicted)"
+        ("budgets", "latency_ms", "-5", "> 0"),  # was treated as no budget
+        ("connection", "retries", "-3", "0..100"),
+        ("connection", "port", "-1", "1..65535"),
+        ("connection", "port", "70000", "1..65535"),
+        ("", "threads", "99999999999", "1..1024"),
+        ("", "threads", "0", "1..1024"),
+        ("connection", "connect_timeout_s", "0", "> 0"),
+        ("connection", "command_timeout_s", "-1", "> 0"),
+        ("emulation", "latency_scale", "0", "> 0"),
+        ("emulation", "latency_scale", "inf", "> 0"),
+        ("estimate", "int8_speedup", "nan", "> 0"),
+        ("emulation", "cpi", "-1", "> 0"),
+        ("budgets", "ram_mb", "-0.5", "> 0"),
+        ("mcu", "clock_hz", "-16", "1..10000000000"),
+        ("connection", "baud", "0", "50..10000000"),
+    ],
+)
+def test_out_of_range_numbers_name_file_key_value_and_range(tmp_path, section, key, value, allowed):
+    body = f"{key} = {value}\n" if not section else f"[{section}]\n{key} = {value}\n"
+    with pytest.raises(ConfigError) as info:
+        _load_text(tmp_path, GOOD + body)
+    msg = str(info.value)
+    dotted = f"{section}.{key}" if section else key
+    assert str(tmp_path / "board.toml") in msg and f"'{dotted}'" in msg and allowed in msg, msg
+    assert value.lstrip("-").split(".")[0] in msg, msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "text, key, allowed",
+    [
+        ('kind = "local"\narch = "aarch46"\n', "arch", "'aarch64'"),
+        (GOOD + '[[runtimes]]\nname = "onnxruntime"\nprovider = "GPU"\n', "runtimes[0].provider", "'CUDA'"),
+        (GOOD + '[emulation]\nmethod = "qemu-user"\ncpu = "cortex-a99"\n', "emulation.cpu", "'cortex-a72'"),
+        (GOOD + '[emulation]\nqemu_machine = "virt"\n', "emulation.qemu_machine", "'mps2-an386'"),
+        (GOOD + '[emulation]\nrootfs = "ubuntu"\n', "emulation.rootfs", "debian-<suite>-arm64"),
+        (GOOD + 'description = "two\\nlines"\n', "description", "printable"),
+        (GOOD + "runtimes = []\n", "runtimes", "at least one"),
+    ],
+)
+def test_strings_outside_their_allowed_set(tmp_path, text, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        _load_text(tmp_path, text)
+    msg = str(info.value)
+    assert "board.toml" in msg and f"'{key}'" in msg and allowed in msg, msg
+
+
+def test_zero_budgets_still_mean_not_stated(tmp_path):
+    spec = _load_text(tmp_path, GOOD + "[budgets]\nlatency_ms = 0\nram_mb = 0\n[connection]\nport = 0\n")
+    assert spec.budgets.latency_ms == 0 and spec.connection.port == 0
+
+
+def test_every_shipped_target_is_inside_the_ranges():
+    for name in ts.known_target_files():
+        assert ts.spec_problem(load_target_spec(name, apply_env=False)) == ""
+
+
+def test_every_numeric_field_has_a_range():
+    numeric = {
+        f"{prefix}{f.name}"
+        for prefix, obj in ts._sections(load_target_spec("host", apply_env=False))
+        for f in dataclasses.fields(obj)
+        if f.type in ("int", "float")
+    }
+    assert numeric == set(ts.RANGES)
+
+
+def test_emulation_cpu_lists_follow_the_emulator():
+    assert set(ts.QEMU_USER_CPUS) == set(aarch64._CPUS)
+
+
+def test_env_override_out_of_range_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("CODESIGN_TARGET_RPI4_PORT", "-1")
+    with pytest.raises(ConfigError, match="CODESIGN_TARGET_RPI4_PORT.*1..65535"):
+        load_target_spec("rpi4")
+    monkeypatch.setenv("CODESIGN_TARGET_RPI4_PORT", "22")
+    monkeypatch.setenv("CODESIGN_TARGET_RPI4_RETRIES", "-3")
+    with pytest.raises(ConfigError, match="CODESIGN_TARGET_RPI4_RETRIES.*0..100"):
+        load_target_spec("rpi4")
+
+
+def test_a_spec_built_in_code_meets_the_same_ranges():
+    with pytest.raises(ValueError, match="'threads' is 0"):
+        ts.TargetSpec(name="x", kind="local", arch="x86_64", threads=0)
+    with pytest.raises(ValueError, match="'estimate.gflops_per_thread' is 0"):
+        ts.TargetSpec(name="x", kind="local", arch="x86_64", estimate=ts.Estimate(gflops_per_thread=0.0))

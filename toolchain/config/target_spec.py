@@ -5,9 +5,10 @@ How a board is *reached* lives in the kind classes registered in ``registry.py``
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -95,10 +96,11 @@ class TargetSpec:
     mcu: Mcu = field(default_factory=Mcu)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name):
-            raise ValueError(f"target name {self.name!r} must be lower-case letters, digits, - or _")
-        if self.threads < 1:
-            raise ValueError("'threads' must be at least 1")
+        # Checked here, not only when a file is read, so that env overrides and specs built in
+        # code meet the same ranges; load_target_spec names the file around the message.
+        problem = spec_problem(self)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def hash(self) -> str:
@@ -108,6 +110,148 @@ class TargetSpec:
     @property
     def runtime_names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.runtimes)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take. ``unset`` is the default that means "not stated"
+    (a budget of 0, port 0 for the transport's default) and is always allowed."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    unset: float | None = None
+    unset_means: str = "not stated"
+
+    def allows(self, value: float) -> bool:
+        if self.unset is not None and value == self.unset:
+            return True
+        if not math.isfinite(value):
+            return False
+        return (value > self.lo if self.lo_open else value >= self.lo) and value <= self.hi
+
+    def text(self, integer: bool) -> str:
+        kind = "an integer" if integer else "a number"
+        if self.lo_open:
+            allowed = f"{kind} > {_num(self.lo)} and <= {_num(self.hi)}"
+        else:
+            allowed = f"{kind} {_num(self.lo)}..{_num(self.hi)}"
+        if self.unset is not None:
+            allowed += f" (or leave the key out: {_num(self.unset)} means {self.unset_means})"
+        return allowed
+
+
+_POS = dict(lo=0.0, lo_open=True)
+# Every numeric key of a target file, by its dotted name. The upper ends are far beyond any real
+# board; they catch a unit slip (ms for s, bytes for MB) before it becomes a silly prediction.
+RANGES: dict[str, Range] = {
+    "threads": Range(1, 1024),
+    "connection.port": Range(1, 65535, unset=0, unset_means="the default, 22 for SSH"),
+    "connection.baud": Range(50, 10_000_000),
+    "connection.connect_timeout_s": Range(hi=3600.0, **_POS),
+    "connection.command_timeout_s": Range(hi=86_400.0, **_POS),
+    "connection.retries": Range(0, 100),
+    "budgets.ram_mb": Range(hi=1_048_576.0, unset=0.0, **_POS),
+    "budgets.storage_mb": Range(hi=1_048_576.0 * 64, unset=0.0, **_POS),
+    "budgets.latency_ms": Range(hi=3_600_000.0, unset=0.0, **_POS),
+    "budgets.flash_kb": Range(hi=1_048_576.0, unset=0.0, **_POS),
+    "estimate.gflops_per_thread": Range(hi=1_000_000.0, **_POS),
+    "estimate.int8_speedup": Range(hi=100.0, **_POS),
+    "estimate.fixed_ms": Range(0.0, 60_000.0),
+    "estimate.memory_overhead_mb": Range(0.0, 1_048_576.0),
+    "emulation.latency_scale": Range(hi=10_000.0, **_POS),
+    "emulation.cpi": Range(hi=1_000.0, **_POS),
+    "mcu.clock_hz": Range(1, 10_000_000_000, unset=0),
+    "mcu.flash_kb": Range(1, 1_048_576, unset=0),
+    "mcu.ram_kb": Range(1, 1_048_576, unset=0),
+}
+
+# Allowed strings. The CPU lists mirror the emulators' own tables (boards/emulation/aarch64.py's
+# cpuinfo templates, the QEMU Cortex-M models); a test keeps them in step.
+ARCHES = ("x86_64", "aarch64", "armv7l", "armv6-m", "armv7-m", "armv7e-m", "armv8-m", "riscv32",
+          "riscv64")
+PROVIDERS = {
+    "onnxruntime": ("CPU", "CUDA", "TensorRT", "auto"),
+    "tflite": ("CPU",),
+    "torch": ("CPU", "CUDA"),
+}
+QEMU_USER_CPUS = ("cortex-a53", "cortex-a57", "cortex-a72", "cortex-a76")
+QEMU_SYSTEM_CPUS = ("cortex-m0", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
+QEMU_MACHINES = ("mps2-an385", "mps2-an386", "mps2-an500", "mps2-an505")
+_ROOTFS = r"debian-[a-z]+-arm64"
+_PORT_NAME = r"[a-z0-9][a-z0-9_.-]*"  # a firmware port: posix, mps2-an386, stm32f4
+
+
+def _one_of(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _numeric_problem(key: str, value) -> str:
+    rng = RANGES[key]
+    if rng.allows(value):
+        return ""
+    return f"key '{key}' is {value!r}; use {rng.text(isinstance(value, int))}"
+
+
+def _string_problems(spec: TargetSpec):
+    yield "name", spec.name, (
+        "lower-case letters, digits, - or _ (at most 64, starting with a letter or digit)"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", spec.name) else "")
+    yield "arch", spec.arch, "" if spec.arch in ARCHES else f"one of {_one_of(ARCHES)}"
+    if not spec.runtimes:
+        yield "runtimes", [], "at least one [[runtimes]] table"
+    for i, rt in enumerate(spec.runtimes):
+        allowed = PROVIDERS.get(rt.name)
+        if allowed is None:  # firmware: the provider names the firmware port
+            ok = re.fullmatch(_PORT_NAME, rt.provider) is not None
+            yield f"runtimes[{i}].provider", rt.provider, "" if ok else "a firmware port name (e.g. 'posix')"
+        else:
+            yield (f"runtimes[{i}].provider", rt.provider,
+                   "" if rt.provider in allowed else f"one of {_one_of(allowed)} for {rt.name}")
+    emu = spec.emulation
+    cpus = {"qemu-user": QEMU_USER_CPUS, "qemu-system": QEMU_SYSTEM_CPUS}.get(emu.method)
+    if cpus is not None:
+        yield ("emulation.cpu", emu.cpu,
+               "" if emu.cpu in ("", *cpus) else f"one of {_one_of(cpus)} for method '{emu.method}'")
+    yield ("emulation.qemu_machine", emu.qemu_machine,
+           "" if emu.qemu_machine in ("", *QEMU_MACHINES) else f"one of {_one_of(QEMU_MACHINES)}")
+    yield ("emulation.rootfs", emu.rootfs,
+           "" if not emu.rootfs or re.fullmatch(_ROOTFS, emu.rootfs) else "'debian-<suite>-arm64', "
+           "e.g. 'debian-bookworm-arm64'")
+
+
+def _sections(spec: TargetSpec):
+    yield "", spec
+    for section in ("connection", "budgets", "estimate", "emulation", "mcu"):
+        yield f"{section}.", getattr(spec, section)
+
+
+def spec_problem(spec: TargetSpec) -> str:
+    """The first value of ``spec`` outside its allowed range or set, as "key 'k' is v; use ..."
+    (empty when every value is allowed)."""
+    for prefix, obj in _sections(spec):
+        for f in fields(obj):
+            key = prefix + f.name
+            value = getattr(obj, f.name)
+            if isinstance(value, str) and not value.isprintable():
+                return f"key '{key}' is {value!r}; use printable text (no control characters)"
+            if key in RANGES and isinstance(value, int | float) and not isinstance(value, bool):
+                problem = _numeric_problem(key, value)
+                if problem:
+                    return problem
+    for i, rt in enumerate(spec.runtimes):
+        for name in ("provider", "version"):
+            value = getattr(rt, name)
+            if not value.isprintable():
+                return f"key 'runtimes[{i}].{name}' is {value!r}; use printable text (no control characters)"
+    for key, value, allowed in _string_problems(spec):
+        if allowed:
+            return f"key '{key}' is {value!r}; use {allowed}"
+    return ""
 
 
 def known_target_files(directory: Path | None = None) -> dict[str, Path]:
@@ -128,7 +272,12 @@ def _apply_env_overrides(spec: TargetSpec) -> TargetSpec:
             raise ConfigError(f"environment variable {prefix + fname.upper()}={raw!r}: {exc}") from exc
     if not changes:
         return spec
-    return replace(spec, connection=replace(spec.connection, **changes))
+    try:
+        return replace(spec, connection=replace(spec.connection, **changes))
+    except ValueError as exc:
+        names = ", ".join(prefix + k.upper() for k in changes)
+        raise ConfigError(f"environment ({names}) for target '{spec.name}': {exc}; fix or unset the "
+                          "variable") from exc
 
 
 def load_target_spec(name_or_path: str | Path, apply_env: bool = True) -> TargetSpec:
