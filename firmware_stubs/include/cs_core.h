@@ -32,7 +32,9 @@ typedef struct {
 } cs_layer_t;
 
 typedef struct {
-    uint32_t n_layers, in_dim, out_dim, n_ref, bytes, crc;
+    /* id: the CRC32 of the blob without its 4-byte trailer (= the trailer). It differs
+     * between models; the CRC32 over the whole blob does not (it is the CRC residue). */
+    uint32_t n_layers, in_dim, out_dim, n_ref, bytes, id;
     cs_layer_t layers[CS_MAX_LAYERS];
     const int8_t *refs;     /* [n_ref][in_dim] reference inputs for the self-check */
 } cs_model_t;
@@ -51,7 +53,11 @@ int32_t cs_requantize(int32_t acc, int32_t mult, int32_t shift);
 void cs_dense_s8(const cs_layer_t *layer, const int8_t *x, int8_t *y);
 uint32_t cs_argmax_s8(const int8_t *v, uint32_t n);
 
-/* Reply printing (no printf: the bare-metal ports have no libc). */
+/* Reply printing (no printf: the bare-metal ports have no libc). Every byte goes through
+ * cs_putc, which folds it into the reply's frame check; cs_reply_begin seeds that check with
+ * the command line as received, and cs_ready prints m-fcs-[..] then m-ready. */
+void cs_reply_begin(const char *line, uint32_t len);
+void cs_putc(char c);
 void cs_puts(const char *s);
 void cs_put_u64(uint64_t v);
 void cs_put_i32(int32_t v);

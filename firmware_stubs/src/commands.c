@@ -1,7 +1,9 @@
 /*
  * The shared command parser (after MLPerf Tiny's internally_implemented.c): no board edits it.
  * Model uploads are staged into the inactive slot and become active only on a verified
- * commit, so an interrupted or corrupted upload leaves the previous model running.
+ * commit, so an interrupted or corrupted upload leaves the previous model running. A model is
+ * named by its id (CRC32 of the blob without its trailer): mload announces it, commit must
+ * name it, and committing the id that is already active succeeds again (a retried commit).
  */
 #include "cs_core.h"
 #include "port.h"
@@ -24,7 +26,7 @@ static int active_slot = -1;
 
 static struct {
     int open;
-    uint32_t expected, received, crc;
+    uint32_t expected, received, id;
 } staging;
 
 static int8_t input[CS_MAX_DIM];
@@ -99,7 +101,7 @@ static void nak(const char *msg) {
 
 /* Echo at most 16 printable characters of untrusted input. */
 static void put_sanitized(const char *s) {
-    for (int i = 0; s[i] && i < 16; i++) port_putc(s[i] >= 32 && s[i] < 127 ? s[i] : '?');
+    for (int i = 0; s[i] && i < 16; i++) cs_putc(s[i] >= 32 && s[i] < 127 ? s[i] : '?');
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -127,8 +129,8 @@ static void cmd_profile(void) {
         cs_puts(CS_PREFIX_OK "model-[none]" CS_EOL);
         return;
     }
-    cs_puts(CS_PREFIX_OK "model-[crc=");
-    cs_put_hex32(model.crc);
+    cs_puts(CS_PREFIX_OK "model-[id=");
+    cs_put_hex32(model.id);
     cs_puts(";bytes=");
     cs_put_u64(model.bytes);
     cs_puts(";layers=");
@@ -196,7 +198,7 @@ static void cmd_results(void) {
     if (!output_valid) FAIL("results: no inference since the last input or model");
     cs_puts(CS_PREFIX_OK "results-[");
     for (uint32_t i = 0; i < output_valid; i++) {
-        if (i) port_putc(',');
+        if (i) cs_putc(',');
         cs_put_i32(output[i]);
     }
     cs_puts("]" CS_EOL CS_PREFIX_OK "argmax-[");
@@ -208,14 +210,14 @@ static void cmd_results(void) {
 }
 
 static void cmd_mload(int argc, char **argv) {
-    uint32_t n, crc;
-    if (argc != 3 || !parse_u32(argv[1], &n) || !parse_hex32(argv[2], &crc))
-        FAIL("mload: usage 'mload NBYTES CRC32HEX'");
+    uint32_t n, id;
+    if (argc != 3 || !parse_u32(argv[1], &n) || !parse_hex32(argv[2], &id))
+        FAIL("mload: usage 'mload NBYTES IDHEX'");
     if (n < CS_BLOB_HEADER_BYTES || n > CS_SLOT_BYTES) FAIL("mload: size out of range for the model slot");
     staging.open = 1;
     staging.expected = n;
     staging.received = 0;
-    staging.crc = crc;
+    staging.id = id;
     cs_puts(CS_PREFIX_OK "mload-[expecting ");
     cs_put_u64(n);
     cs_puts("]" CS_EOL);
@@ -245,13 +247,31 @@ static void cmd_mdata(int argc, char **argv) {
     cs_end_line();
 }
 
-static void cmd_commit(void) {
-    if (!staging.open) FAIL("commit: nothing staged");
+static void reply_commit(void) {
+    cs_puts(CS_PREFIX_OK "commit-[id=");
+    cs_put_hex32(model.id);
+    cs_puts("]" CS_EOL);
+}
+
+static void cmd_commit(int argc, char **argv) {
+    uint32_t id;
+    if (argc != 2 || !parse_hex32(argv[1], &id)) FAIL("commit: usage 'commit IDHEX'");
+    if (!staging.open) {
+        /* The host retries a commit whose reply it lost: that model is already active. */
+        if (active_slot >= 0 && model.id == id) {
+            reply_commit();
+            return;
+        }
+        FAIL("commit: nothing staged");
+    }
+    /* A commit naming another model (e.g. corrupted on the wire) leaves the staging intact. */
+    if (id != staging.id) FAIL("commit: id differs from the staged upload's, nothing changed");
     if (staging.received != staging.expected) FAIL("commit: upload incomplete");
     uint8_t *slot = staging_slot();
-    if (cs_crc32(0, slot, staging.expected) != staging.crc) {
+    /* The id is the CRC32 of all but the 4-byte trailer (mload guarantees >= 40 bytes). */
+    if (cs_crc32(0, slot, staging.expected - 4u) != staging.id) {
         staging.open = 0; /* the staged bytes are unusable; the host must upload again */
-        FAIL("commit: crc mismatch, previous model kept");
+        FAIL("commit: staged blob does not match its id, previous model kept");
     }
     cs_model_t candidate;
     const char *why = cs_model_parse(slot, staging.expected, &candidate);
@@ -263,9 +283,7 @@ static void cmd_commit(void) {
     active_slot = (slot == slots[0]) ? 0 : 1;
     staging.open = 0;
     output_valid = 0;
-    cs_puts(CS_PREFIX_OK "commit-[crc=");
-    cs_put_hex32(model.crc);
-    cs_puts("]" CS_EOL);
+    reply_commit();
 }
 
 static void cmd_selfcheck(void) {
@@ -319,6 +337,7 @@ void cs_handle_line(char *line, uint32_t len) {
     char *argv[5];
     int argc = 0;
     line[len] = 0;
+    cs_reply_begin(line, len); /* before tokenizing, which overwrites separators in place */
     for (char *p = line; *p && argc < 5;) {
         while (*p == ' ' || *p == '\r' || *p == '\n' || *p == '\t') *p++ = 0;
         if (!*p) break;
@@ -349,7 +368,7 @@ void cs_handle_line(char *line, uint32_t len) {
     } else if (streq(argv[0], CS_CMD_MDATA)) {
         cmd_mdata(argc, argv);
     } else if (streq(argv[0], CS_CMD_COMMIT)) {
-        cmd_commit();
+        cmd_commit(argc, argv);
     } else if (streq(argv[0], CS_CMD_SELFCHECK)) {
         cmd_selfcheck();
     } else if (streq(argv[0], CS_CMD_CALIB)) {
@@ -387,6 +406,7 @@ void cs_run(void) {
         if (c < 0) return;
         if (c == CS_TERMINATOR) {
             if (overflow) {
+                cs_reply_begin(line, len);
                 err("line too long");
                 cs_ready();
             } else {

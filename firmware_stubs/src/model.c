@@ -54,7 +54,7 @@ const char *cs_model_parse(const uint8_t *blob, uint32_t len, cs_model_t *m) {
     if (off + pad4(m->n_ref * m->in_dim) + 4u != len) return "reference section size mismatch";
     m->refs = (const int8_t *)(blob + off);
     m->bytes = len;
-    m->crc = cs_crc32(0, blob, len);
+    m->id = rd32(blob + len - 4u); /* checked above: the CRC32 of everything before it */
     return 0;
 }
 

@@ -147,36 +147,87 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=5)
 
 
+class Tamper:
+    """Targeted damage: flip bit ``bit`` of the byte ``skip`` bytes after each occurrence of
+    ``pattern`` in the stream (matched across chunk boundaries), at most ``times`` times (None:
+    every time). Stands in for a Faults object on either direction of a port; ``damaged``
+    counts what it really did."""
+
+    def __init__(self, pattern: bytes, *, skip: int = 0, bit: int = 0, times: int | None = 1):
+        self.pattern, self.skip, self.bit, self.times = pattern, skip, bit, times
+        self.damaged = 0
+        self.stalled = False
+        self._window = b""
+        self._left: int | None = None  # bytes still to pass before the one to flip
+
+    def apply(self, data: bytes) -> bytes:
+        out = bytearray(data)
+        for i in range(len(out)):
+            if self._left is not None:
+                if self._left == 0:
+                    out[i] ^= 1 << self.bit
+                    self.damaged += 1
+                    self._left = None
+                else:
+                    self._left -= 1
+            self._window = (self._window + out[i : i + 1])[-len(self.pattern) :]
+            more = self.times is None or self.damaged < self.times
+            if self._window == self.pattern and self._left is None and more:
+                self._left = self.skip
+        return bytes(out)
+
+
 class FakeDevice:
     """Pure-Python model of the firmware protocol, so the host link is tested in memory
-    against a byte buffer with no firmware at all."""
+    against a byte buffer with no firmware at all. ``proto`` < 2 answers like a protocol-1
+    firmware (no m-fcs line). ``tamper(argv, reply_bytes) -> bytes`` damages replies."""
 
-    def __init__(self, proto: int = 1) -> None:
+    def __init__(self, proto: int = 2) -> None:
         self.proto = proto
         self.line = bytearray()
         self.out = bytearray()
         self.active: bytes | None = None
         self.staging: bytearray | None = None
-        self.expected = self.crc = 0
+        self.expected = self.id = 0
         self.received = 0
         self.commits = 0
+        self.commands: list[str] = []  # every command line the device heard
         self.drop_next_replies = 0  # lose the replies of the next N commands
+        self.tamper = None
+        self.input: bytes | None = None
+        self.output: np.ndarray | None = None
 
     def feed(self, data: bytes) -> None:
         for b in data:
             if b == ord("%"):
-                line, self.line = self.line.decode("ascii", "replace").strip(), bytearray()
-                if line:
-                    try:
-                        reply = self.handle(line.split(" ")) + ["m-ready"]
-                    except (ValueError, IndexError, TypeError):  # like the C parser's e- replies
-                        reply = ["e-[bad arguments]", "m-ready"]
-                    if self.drop_next_replies:
-                        self.drop_next_replies -= 1
-                    else:
-                        self.out += "".join(x + "\r\n" for x in reply).encode()
+                raw, self.line = bytes(self.line), bytearray()
+                line = raw.decode("ascii", "replace").strip()
+                if not line:
+                    continue
+                self.commands.append(line)
+                argv = line.split(" ")
+                try:
+                    reply = self.handle(argv)
+                except (ValueError, IndexError, TypeError):  # like the C parser's e- replies
+                    reply = ["e-[bad arguments]"]
+                body = "".join(x + "\r\n" for x in reply).encode()
+                if self.proto >= 2:  # the frame check: command as heard, '%', reply bytes
+                    fcs = zlib.crc32(body, zlib.crc32(b"%", zlib.crc32(raw)))
+                    body += f"m-fcs-[{fcs:08x}]\r\n".encode()
+                body += b"m-ready\r\n"
+                if self.tamper is not None:
+                    body = self.tamper(argv, body)
+                if self.drop_next_replies:
+                    self.drop_next_replies -= 1
+                else:
+                    self.out += body
             else:
                 self.line.append(b)
+
+    def _head(self):
+        from toolchain.mcu.blob import from_blob
+
+        return from_blob(self.active)
 
     def handle(self, argv: list[str]) -> list[str]:
         cmd = argv[0]
@@ -190,10 +241,11 @@ class FakeDevice:
         if cmd == "profile":
             if self.active is None:
                 return ["m-profile-[codesign 0.1.0]", "m-model-[none]"]
-            return ["m-profile-[codesign 0.1.0]", f"m-model-[crc={zlib.crc32(self.active):08x}]"]
+            ident = zlib.crc32(self.active[:-4])
+            return ["m-profile-[codesign 0.1.0]", f"m-model-[id={ident:08x};bytes={len(self.active)}]"]
         if cmd == "mload":
             self.staging = bytearray(int(argv[1]))
-            self.expected, self.crc, self.received = int(argv[1]), int(argv[2], 16), 0
+            self.expected, self.id, self.received = int(argv[1]), int(argv[2], 16), 0
             return [f"m-mload-[expecting {argv[1]}]"]
         if cmd == "mdata":
             off, data = int(argv[1]), bytes.fromhex(argv[2])
@@ -203,15 +255,45 @@ class FakeDevice:
             self.received = max(self.received, off + len(data))
             return [f"m-ack-{off + len(data)}"]
         if cmd == "commit":
+            ident = int(argv[1], 16)
             if self.staging is None:
+                if self.active is not None and zlib.crc32(self.active[:-4]) == ident:
+                    return [f"m-commit-[id={ident:08x}]"]  # a retried commit: already active
                 return ["e-[commit: nothing staged]"]
-            ok = self.received == self.expected and zlib.crc32(self.staging) == self.crc
+            if ident != self.id:
+                return ["e-[commit: id differs from the staged upload's, nothing changed]"]
+            ok = self.received == self.expected and zlib.crc32(self.staging[:-4]) == self.id
             staged, self.staging = bytes(self.staging), None
             if not ok:
-                return ["e-[commit: crc mismatch, previous model kept]"]
+                return ["e-[commit: staged blob does not match its id, previous model kept]"]
             self.active = staged
             self.commits += 1
-            return [f"m-commit-[crc={self.crc:08x}]"]
+            return [f"m-commit-[id={ident:08x}]"]
+        if cmd == "selfcheck":
+            from toolchain.mcu.reference import selfcheck_crc
+
+            head = self._head()
+            return [f"m-selfcheck-[n={head.reference_inputs.shape[0]};"
+                    f"crc={selfcheck_crc(head):08x};icount=1000]"]
+        if cmd == "db" and argv[1] == "load":
+            self.input, self.expected_in, self.output = b"", int(argv[2]), None
+            return [f"m-[Expecting {argv[2]} bytes]"]
+        if cmd == "db":
+            self.input += bytes.fromhex(argv[1])
+            return ["m-load-done"] if len(self.input) == self.expected_in else []
+        if cmd == "infer":
+            from toolchain.mcu.reference import run_int8
+
+            self.output = run_int8(self._head(), np.frombuffer(self.input, np.int8))
+            return [f"m-infer-done-[n={argv[1]};icount={700 * int(argv[1])};"
+                    f"incrc={zlib.crc32(self.input):08x}]"]
+        if cmd == "results":
+            out = self.output
+            return [
+                "m-results-[" + ",".join(str(int(v)) for v in out) + "]",
+                f"m-argmax-[{int(out.argmax())}]",
+                f"m-crc-[{zlib.crc32(out.tobytes()):08x}]",
+            ]
         return [f"e-[unknown command '{cmd[:16]}']"]
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 from mcu_helpers import PipePort, make, start_pipe_firmware, stop  # noqa: E402
 
 from toolchain.boards.serial_link import SerialLink  # noqa: E402
+from toolchain.mcu import protocol as P  # noqa: E402
 
 COMMAND_WORDS = [
     b"name",
@@ -71,7 +72,7 @@ def test_fuzz_parser_never_crashes_or_hangs(asan_fw, data):
             # Still alive and in step: answers a fresh ping after the garbage.
             link.sync()
             assert proc.poll() is None
-        assert link.command("version")[0].startswith("m-version-[proto=1")
+        assert link.command("version")[0].startswith(f"m-version-[proto={P.PROTOCOL_VERSION};")
     finally:
         proc.stdin.close()
         try:

@@ -12,6 +12,7 @@ from mcu_helpers import FakeDevice, Faults, MemoryPort
 from toolchain.boards.serial_link import SerialLink
 from toolchain.errors import ProtocolError, TransportError
 from toolchain.mcu import protocol as P
+from toolchain.mcu.blob import model_id
 
 
 def link_to(device: FakeDevice, **kw) -> tuple[SerialLink, MemoryPort]:
@@ -45,12 +46,12 @@ def test_upload_commits_and_chunks_carry_offset_crc():
     link, port = link_to(device)
     link.handshake()
     blob = bytes(range(256)) * 9
-    crc = link.upload_model(blob, chunk_bytes=100)
-    assert crc == zlib.crc32(blob) and device.active == blob and device.commits == 1
+    ident = link.upload_model(blob, chunk_bytes=100)
+    assert ident == zlib.crc32(blob[:-4]) and device.active == blob and device.commits == 1
     sent = port.written.decode()
-    assert f"mload {len(blob)} {crc:08x}%" in sent
+    assert f"mload {len(blob)} {ident:08x}%" in sent
     assert P.mdata_command(100, blob[100:200]) + "%" in sent
-    assert sent.count("mdata ") == 24 and "commit%" in sent
+    assert sent.count("mdata ") == 24 and f"commit {ident:08x}%" in sent
 
 
 def test_chunk_crc_covers_offset():
@@ -76,7 +77,7 @@ def test_lost_commit_reply_is_confirmed_by_profile():
         return original(argv)
 
     device.handle = handle
-    assert link.upload_model(blob) == zlib.crc32(blob)
+    assert link.upload_model(blob) == model_id(blob)
     assert device.active == blob and device.commits == 1
 
 
@@ -86,7 +87,7 @@ def test_noisy_wire_still_uploads_the_exact_model():
     link, _ = link_to(device, tx=tx, rx=rx, retries=6, timeout_s=0.05)
     link.handshake()
     blob = np.random.default_rng(0).integers(0, 256, 6000, dtype=np.uint8).tobytes()
-    assert link.upload_model(blob) == zlib.crc32(blob)
+    assert link.upload_model(blob) == model_id(blob)
     assert device.active == blob
     assert tx.damaged + rx.damaged > 0  # the faults really happened
 

@@ -4,7 +4,6 @@ when qemu-system-arm or arm-none-eabi-gcc is missing."""
 from __future__ import annotations
 
 import subprocess
-import zlib
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from toolchain.boards.mcu_emulation import qemu_mps2
 from toolchain.boards.registry import open_target
 from toolchain.boards.serial_link import SerialLink
 from toolchain.mcu import quantize_head, run_int8, selfcheck_crc
-from toolchain.mcu.blob import to_blob
+from toolchain.mcu.blob import model_id, to_blob
 
 
 @needs_arm
@@ -63,7 +62,7 @@ def test_qemu_mps2_end_to_end_deterministic(fw_dir, head):
     q, x = head
     assert info.port == "mps2-an386" and info.counter_unit == "instructions"
     assert info.compiler.startswith("gcc") and info.slot_bytes == 1 << 20
-    assert crc == zlib.crc32(to_blob(q)) and check.crc == selfcheck_crc(q)
+    assert crc == model_id(to_blob(q)) and check.crc == selfcheck_crc(q)
     outs = np.stack([r.output for r in results])
     assert np.array_equal(outs, run_int8(q, q.quantize_input(x[:25])))
     counts = [r.icount for r in results]
@@ -109,5 +108,5 @@ def test_large_head_is_baked_into_the_qemu_image(fw_dir, tmp_path):
     target.build_dir = tmp_path
     run = target.run_head(q, x[:3])
     assert list((tmp_path / "baked-headers").glob("model-*.h"))
-    assert run.model_crc == zlib.crc32(to_blob(q)) and run.selfcheck_crc == selfcheck_crc(q)
+    assert run.model_crc == model_id(to_blob(q)) and run.selfcheck_crc == selfcheck_crc(q)
     assert np.array_equal(run.outputs, run_int8(q, q.quantize_input(x[:3])))

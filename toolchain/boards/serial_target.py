@@ -39,7 +39,7 @@ class McuRun:
     target: str
     emulated: bool
     firmware: dict[str, Any]
-    model_crc: int
+    model_crc: int  # the model id: CRC32 of the blob without its trailer (blob.model_id)
     selfcheck_crc: int
     selfcheck_icount: int
     outputs: np.ndarray  # int8 [N, out_dim]
@@ -161,9 +161,9 @@ class SerialTarget(Target):
 
     # ------------------------------------------------------------------ verbs
     def deploy_head(self, link: Any, head: Any, *, check_budget: bool = True) -> tuple[int, Any]:
-        """Budget check, upload and self-check on an open link; returns the model CRC32 and
+        """Budget check, upload and self-check on an open link; returns the model id and
         the ``SelfCheck`` (its CRC already matched against the integer reference)."""
-        from ..mcu.blob import to_blob
+        from ..mcu.blob import model_id, to_blob
         from ..mcu.budget import check_budget as _check
         from ..mcu.reference import selfcheck_crc
 
@@ -181,12 +181,13 @@ class SerialTarget(Target):
         blob = to_blob(head)
         expected = selfcheck_crc(head)
         timeout = self.spec.connection.command_timeout_s
-        # Skip the upload when the board already runs this exact model (baked or uploaded). The
-        # whole-blob CRC alone cannot tell: a blob ends with its own CRC, so the CRC over all of
-        # it is the same constant residue for every model. The self-check CRC identifies it.
-        crc = zlib.crc32(blob)
-        if link.active_model_crc() != crc or link.self_check(timeout_s=timeout).crc != expected:
+        # Skip the upload when the board already runs this exact model (baked or uploaded):
+        # the firmware reports the active model's id, which differs between models.
+        crc = model_id(blob)
+        if link.active_model_id() != crc:
             crc = link.upload_model(blob)
+        # Every reply is frame-checked and retried when corrupted, so a CRC that differs here
+        # is what the firmware computed, not a wire fault.
         check = link.self_check(timeout_s=timeout)
         if check.crc != expected:
             raise ValidationMismatchError(

@@ -1,6 +1,10 @@
 """Python mirror of ``firmware_stubs/include/protocol.h``; a test checks the two agree.
 
-Also the reply parsing shared by the serial link and the in-memory tests.
+Also the reply framing and parsing shared by the serial link and the in-memory tests.
+
+Protocol 2: every reply ends with ``m-fcs-[XXXXXXXX]`` then ``m-ready``, XXXXXXXX being the
+CRC32 of the command as the device received it, ``%``, and every reply byte before the m-fcs
+line (see :func:`reply_crc`). Models are named by their id (:func:`toolchain.mcu.blob.model_id`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ import zlib
 
 from ..errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 FW_VERSION = "0.1.0"
 TERMINATOR = b"%"
 PREFIX_OK = "m-"
 PREFIX_ERR = "e-"
 READY = "m-ready"
+FCS = "m-fcs-"
 EOL = b"\r\n"
 LINE_MAX = 512
 INFER_MAX = 10000
@@ -38,6 +43,25 @@ CMD_SELFCHECK = "selfcheck"
 CMD_CALIB = "calib"
 
 _BRACKET = re.compile(r"^m-([a-z-]+?)-\[(.*)\]$")
+
+
+def reply_crc(command: str | bytes, raw_lines: list[bytes]) -> int:
+    """The frame check of a reply: CRC32 over the command, ``%``, and the reply's raw lines
+    (each with its ``\r\n``) before the m-fcs line. Seeding with the command binds a reply
+    to the command the device heard, so a command corrupted on its way in fails it too."""
+    cmd = command.encode("ascii") if isinstance(command, str) else command
+    crc = zlib.crc32(TERMINATOR, zlib.crc32(cmd))
+    for raw in raw_lines:
+        crc = zlib.crc32(raw, crc)
+    return crc
+
+
+def mload_command(size: int, model_id: int) -> str:
+    return f"{CMD_MLOAD} {size} {model_id:08x}"
+
+
+def commit_command(model_id: int) -> str:
+    return f"{CMD_COMMIT} {model_id:08x}"
 
 
 def chunk_crc(offset: int, data: bytes) -> int:
