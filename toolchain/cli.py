@@ -52,6 +52,11 @@ def run_options(fn):
                      help="Backbone: local folder or hub id; repeat to search several."),
         click.option("--dataset", default="trec", show_default=True,
                      help="Preset (sst2, emotion, trec) or a dataset spec .toml."),
+        click.option("--text-field", default=None,
+                     help="Text column (key) when --dataset is a .csv/.tsv/.jsonl file or hf:NAME[:CONFIG] "
+                          "(docs/datasets.md)  [default: text]"),
+        click.option("--label-field", default=None,
+                     help="Label column (key) of a --dataset data file or hf: id  [default: label]"),
         click.option("--max-length", "max_lengths", multiple=True, type=int, default=(64,), show_default=True,
                      help="Max tokens; repeat to search several."),
         click.option("--max-per-class", type=int, default=None,
@@ -88,10 +93,13 @@ def search_options(fn):
 
 
 def _config(**kw):
+    from .data.presets import dataset_ref
     from .pipeline import RunConfig
 
+    # The fields travel inside the dataset string: a run records it and resolves it again later.
+    dataset = dataset_ref(kw["dataset"], kw.get("text_field"), kw.get("label_field"))
     return RunConfig(
-        models=tuple(kw["models"]), dataset=kw["dataset"], target=kw.get("target", "host"),
+        models=tuple(kw["models"]), dataset=dataset, target=kw.get("target", "host"),
         max_lengths=tuple(kw["max_lengths"]), max_combinations=kw.get("max_candidates", 200),
         tolerance=kw.get("tolerance", 0.5) / 100.0, max_latency_ms=kw.get("max_latency_ms"),
         max_model_mb=kw.get("max_model_mb"), max_per_class=kw["max_per_class"],

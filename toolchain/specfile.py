@@ -25,14 +25,45 @@ else:  # pragma: no cover - exercised on 3.10 only
 T = TypeVar("T")
 
 
+def visible(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\u200b``, ``\\t``...): an error
+    message must never carry an invisible character the user cannot see or copy."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, escaped and cut to ``limit`` characters, for quoting a value in a message
+    (a 10 MB string from a file must not become a 10 MB error line)."""
+    text = visible(repr(value))
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."
+
+
 def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict. It must be UTF-8 (TOML's rule); a leading BOM, which Windows
+    editors write and tomllib rejects as an 'invalid statement', is dropped."""
+    where = visible(str(path))
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        raw = Path(path).read_bytes()
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
+        raise ConfigError(f"{where}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{where}: is a folder, not a TOML file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{where}, line {line}: bytes {raw[exc.start:exc.end]!r} are not UTF-8; TOML files must be "
+            "UTF-8: re-save the file as UTF-8"
+        ) from exc
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
+        raise ConfigError(f"{where}: invalid TOML ({visible(str(exc))}); fix the syntax") from exc
 
 
 def _type_name(tp: Any) -> str:
@@ -57,7 +88,7 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     if origin is typing.Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{source}: key '{where}' is {value!r}; use one of {allowed}")
+            raise ConfigError(f"{source}: key '{where}' is {shown(value)}; use one of {allowed}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
@@ -72,16 +103,16 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{source}: key '{where}' must be a number, got {value!r}")
+            raise ConfigError(f"{source}: key '{where}' must be a number, got {shown(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: key '{where}' must be an integer, got {value!r}")
+            raise ConfigError(f"{source}: key '{where}' must be an integer, got {shown(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise ConfigError(
-                f"{source}: key '{where}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}"
+                f"{source}: key '{where}' must be a {_type_name(tp)}, got {type(value).__name__} {shown(value)}"
             )
         return value
     raise ConfigError(f"{source}: key '{where}': unsupported type {_type_name(tp)}")
@@ -89,13 +120,14 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
 
 def build(cls: type[T], data: dict[str, Any], source: str, prefix: str = "") -> T:
     """Validate ``data`` into the dataclass ``cls``; unknown keys and wrong types raise ConfigError."""
+    source = visible(source)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = unknown[0]
         known = ", ".join(sorted(fields))
-        raise ConfigError(f"{source}: unknown key '{prefix}{key}'; known keys here: {known}")
+        raise ConfigError(f"{source}: unknown key '{visible(prefix + key)}'; known keys here: {known}")
     kwargs = {}
     for name, field in fields.items():
         if name in data:

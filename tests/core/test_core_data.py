@@ -89,7 +89,7 @@ def test_delimited_with_semicolon(tmp_path):
 
 
 def test_prefixed_with_label_separator_and_latin1(tmp_path):
-    body = "NUM:date When was the caf\xe9 opened ?\nHUM:ind Who wrote it ?\nNUM:count How many ?\nHUM:gr Which band ?\n"
+    body = "NUM:date When was the caf\xe9 opened ?\nHUM:ind Who wrote it ?\nNUM:count How many ?\nHUM:gr Which band ?\n" * 2
     (tmp_path / "train.label").write_bytes(body.encode("latin-1"))
     spec = DatasetSpec(name="p", format="prefixed", train=str(tmp_path / "train.label"), encoding="latin-1",
                        label_separator=":", label_part=0, validation_fraction=0.5)
@@ -104,7 +104,8 @@ def test_prefixed_with_label_separator_and_latin1(tmp_path):
 
 def test_integer_labels_map_to_label_names(tmp_path):
     tsv(tmp_path, "train.tsv", [("good", "1"), ("bad", "0")] * 3)
-    ds = load_dataset(spec_for(tmp_path, train="train.tsv", label_names=("negative", "positive")))
+    ds = load_dataset(spec_for(tmp_path, train="train.tsv", label_names=("negative", "positive"),
+                               validation_fraction=0.5))
     assert ds.label_names == ("negative", "positive")
 
 
@@ -118,7 +119,7 @@ def test_spec_file_resolves_relative_paths_and_rejects_unknown_keys(tmp_path):
     spec_path.write_text('format = "tsv"\ntrain = "train.tsv"\ntext_feld = "sentence"\n')
     with pytest.raises(ConfigError, match="text_feld"):
         load_dataset_spec(spec_path)
-    with pytest.raises(ConfigError, match="neither a preset"):
+    with pytest.raises(ConfigError, match="neither a preset.*docs/datasets.md"):
         resolve_dataset("no-such-preset")
 
 
@@ -167,7 +168,7 @@ def test_short_row_names_the_line_and_the_delimiter(tmp_path):
 
 def test_undecodable_bytes_suggest_a_working_encoding(tmp_path):
     path = tmp_path / "train.tsv"
-    path.write_bytes("sentence\tlabel\nnice\tpos\nthe caf\xe9 was bad\tneg\n".encode("latin-1"))
+    path.write_bytes("sentence\tlabel\nnice\tpos\nthe caf\xe9 was bad\tneg\ngood\tpos\nawful\tneg\n".encode("latin-1"))
     with pytest.raises(DatasetError) as err:
         load_dataset(spec_for(tmp_path, train="train.tsv"))
     msg = str(err.value)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
+from ..specfile import shown, visible
 from .readers import read_split
 from .spec import DatasetSpec
 
@@ -100,15 +101,19 @@ def _raw_splits(spec: DatasetSpec) -> dict[str, tuple[list[str], list[str], list
 def load_dataset(spec: DatasetSpec, max_per_class: int | None = None, max_eval_per_class: int | None = None) -> Dataset:
     """Read and check every split. ``max_per_class`` slices train (then validation/test with
     ``max_eval_per_class``) to the first N examples of each class, for fast deterministic tests."""
+    for key, value in (("max_per_class", max_per_class), ("max_eval_per_class", max_eval_per_class)):
+        # 0 used to mean "all" by accident (falsy) and a negative N sliced from the end.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{key} = {value!r}: use a whole number of examples >= 1, or leave it unset for all")
     raw = _raw_splits(spec)
     if "train" not in raw:
-        raise DatasetError(f"dataset '{spec.name}': no train split; set 'train' in the spec")
+        raise DatasetError(f"dataset {shown(spec.name)}: no train split; set 'train' in the spec")
     train_texts, train_labels, _, train_src = raw["train"]
     counts = Counter(train_labels)
     if len(counts) < 2:
         only = next(iter(counts))
         raise DatasetError(
-            f"{train_src}: the train split has a single class '{only}'; a classifier needs at least "
+            f"{train_src}: the train split has a single class {shown(only)}; a classifier needs at least "
             "two — check label_field / label_part or the file"
         )
     label_names = tuple(sorted(counts))
@@ -121,8 +126,8 @@ def load_dataset(spec: DatasetSpec, max_per_class: int | None = None, max_eval_p
         for label, line in zip(labels, lines, strict=True):
             if label not in index:
                 raise DatasetError(
-                    f"{src}, line {line}: label '{label}' does not occur in train "
-                    f"(train labels: {', '.join(label_names)}); fix the label or add training examples"
+                    f"{src}, line {line}: label {shown(label)} does not occur in train "
+                    f"(train labels: {_names(label_names)}); fix the label or add training examples"
                 )
         return Split(tuple(texts), np.array([index[lab] for lab in labels], dtype=np.int64))
 
@@ -132,6 +137,12 @@ def load_dataset(spec: DatasetSpec, max_per_class: int | None = None, max_eval_p
     carved = validation is None
     if carved:
         keep, held = stratified_carve(train.labels, spec.validation_fraction, spec.seed)
+        if not len(held):
+            raise DatasetError(
+                f"dataset {shown(spec.name)}: validation_fraction = {spec.validation_fraction} of {len(train)} "
+                "training examples carves no validation example; add examples, raise "
+                "validation_fraction, or give a validation split"
+            )
         validation = _take(train, held)
         train = _take(train, keep)
         log.info("carved a stratified validation split of %d from train (seed %d)", len(validation), spec.seed)
@@ -142,6 +153,11 @@ def load_dataset(spec: DatasetSpec, max_per_class: int | None = None, max_eval_p
         if test is not None:
             test = _take(test, first_per_class(test.labels, max_eval_per_class))
     return Dataset(spec.name, label_names, train, validation, test, carved)
+
+
+def _names(names: tuple[str, ...], most: int = 20) -> str:
+    shown_names = ", ".join(visible(n[:40]) for n in names[:most])
+    return shown_names + (f", ... ({len(names)} in all)" if len(names) > most else "")
 
 
 def _take(split: Split, idx: np.ndarray) -> Split:

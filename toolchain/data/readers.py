@@ -6,10 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..specfile import shown, visible
 from .spec import DatasetSpec
+
+log = logging.getLogger(__name__)
 
 Rows = tuple[list[str], list[str], list[int]]  # texts, labels, 1-based line numbers
 
@@ -27,22 +31,30 @@ def _suggest_encoding(raw: bytes, tried: str) -> str:
 
 
 def read_text(path: Path, encoding: str) -> str:
+    where = visible(str(path))
+    if path.is_dir():
+        raise DatasetError(f"{where}: is a folder; point the split at a file")
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found; check the split path in the dataset spec or set CODESIGN_DATA")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DatasetError(f"{path}: file is empty; it needs at least one labelled example")
+        raise DatasetError(f"{where}: file not found; check the split path in the dataset spec or set CODESIGN_DATA")
     try:
-        return raw.decode(encoding)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{where}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
+    if not raw.strip():
+        raise DatasetError(f"{where}: file is empty; it needs at least one labelled example")
+    try:
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         better = _suggest_encoding(raw, encoding)
         raise DatasetError(
-            f"{path}, line {line}: bytes {raw[exc.start:exc.end]!r} are not valid {encoding}; "
+            f"{where}, line {line}: bytes {raw[exc.start:exc.end]!r} are not valid {encoding}; "
             f"set encoding = \"{better}\" in the dataset spec"
         ) from exc
     except LookupError as exc:
-        raise DatasetError(f"{path}: unknown encoding '{encoding}' in the dataset spec") from exc
+        raise DatasetError(f"{where}: unknown encoding {shown(encoding)} in the dataset spec") from exc
+    # A byte-order mark (Excel's "CSV UTF-8") would otherwise glue itself to the first column name.
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _lines(text: str) -> list[str]:
@@ -51,81 +63,133 @@ def _lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
-def _column(header: list[str], field: str, path: Path, role: str) -> int:
+def _column(header: list[str], field: str, where: str, role: str) -> int:
     if field not in header:
+        names = ", ".join(visible(h[:40]) for h in header[:20]) + (", ..." if len(header) > 20 else "")
         raise DatasetError(
-            f"{path}, line 1: no column '{field}' (columns: {', '.join(header)}); "
-            f"set {role}_field in the dataset spec"
+            f"{where}: no column {shown(field)} (columns: {names}); set {role}_field in the dataset spec"
         )
+    if header.count(field) > 1:
+        raise DatasetError(f"{where}: the header names column {shown(field)} twice; rename one")
     return header.index(field)
 
 
-def _read_table(spec: DatasetSpec, path: Path, text: str, delimiter: str, quoting: int) -> Rows:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    # (first physical line, row): a quoted field may span lines, so rows are not lines.
+def _table_rows(text: str, path: str, delimiter: str, quoting: int) -> list[tuple[int, list[str]]]:
+    """(first physical line, fields) of each row: a quoted field may span lines, so rows are
+    not lines."""
+    # No field can be longer than the file; csv's default cap (128 KiB) would raise on a long
+    # line that is otherwise fine. The limit is process-wide, so it is only ever raised.
+    if len(text) > csv.field_size_limit():
+        csv.field_size_limit(len(text))
+    # strict: a stray quote ('"ab"c', or one never closed) is an error at its line, not a field
+    # that silently swallows the delimiter or the rest of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
+                        strict=quoting != csv.QUOTE_NONE)
     rows, line = [], 1
-    for row in reader:
-        rows.append((line, row))
-        line = reader.line_num + 1
+    try:
+        for row in reader:
+            rows.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise DatasetError(f"{path}, line {line}: cannot be read as {delimiter!r}-separated fields ({exc}); "
+                           "quote the whole field and double any quote inside it (\"\"), or fix the format") from exc
+    return rows
+
+
+def _read_table(spec: DatasetSpec, path: str, text: str, delimiter: str, quoting: int) -> Rows:
+    rows = [(n, row) for n, row in _table_rows(text, path, delimiter, quoting)
+            if row and not all(not c.strip() for c in row)]
+    if not rows:
+        return [], [], []
     if spec.header:
-        header, body = rows[0][1], rows[1:]
-        ti = _column(header, spec.text_field, path, "text")
-        li = _column(header, spec.label_field, path, "label")
+        (hn, header), body = rows[0], rows[1:]
+        header = [h.strip() for h in header]
+        ti = _column(header, spec.text_field, f"{path}, line {hn}", "text")
+        li = _column(header, spec.label_field, f"{path}, line {hn}", "label")
+        width, origin = len(header), "the header"
     else:
         body = rows
-        try:
-            ti, li = int(spec.text_field), int(spec.label_field)
-        except ValueError as exc:
+        ti, li = int(spec.text_field), int(spec.label_field)
+        width, origin = len(rows[0][1]), f"line {rows[0][0]}"
+        if width <= max(ti, li):
             raise DatasetError(
-                f"{path}: header = false needs text_field and label_field as column numbers"
-            ) from exc
-    texts, labels, lines = [], [], []
-    for n, row in body:
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) <= max(ti, li):
-            raise DatasetError(
-                f"{path}, line {n}: {len(row)} field(s), expected at least {max(ti, li) + 1}; "
-                f"check the delimiter ({delimiter!r}) and quoting"
+                f"{path}, line {rows[0][0]}: {width} field(s), but text_field = {ti} and label_field = {li} "
+                f"need at least {max(ti, li) + 1}; check the delimiter ({delimiter!r}) and the column numbers"
             )
+    texts, labels, lines, skipped = [], [], [], []
+    for n, row in body:
+        extra = len(row) - width
+        if extra and (spec.ragged_rows == "error" or (extra < 0 and spec.ragged_rows == "join_text")):
+            raise DatasetError(
+                f"{path}, line {n}: {len(row)} field(s), expected {width} as in {origin}; quote a field "
+                f"that holds the delimiter ({delimiter!r}), or set ragged_rows = \"join_text\" (extra "
+                "fields belong to the text) or \"skip\" in the dataset spec"
+            )
+        if extra and spec.ragged_rows == "skip":
+            skipped.append(n)
+            continue
+        if extra > 0:
+            # The text held unquoted delimiters: it spans extra + 1 fields, the rest shift right.
+            row = row[:ti] + [delimiter.join(row[ti:ti + extra + 1])] + row[ti + extra + 1:]
         texts.append(row[ti].strip())
         labels.append(row[li].strip())
         lines.append(n)
+    if skipped:
+        log.warning("%s: skipped %d row(s) whose field count is not %d (first: line %d; ragged_rows = skip)",
+                    path, len(skipped), width, skipped[0])
     return texts, labels, lines
 
 
-def _read_jsonl(spec: DatasetSpec, path: Path, text: str) -> Rows:
+def _read_jsonl(spec: DatasetSpec, path: str, text: str) -> Rows:
     texts, labels, lines = [], [], []
     for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}, line {n}: not valid JSON ({exc.msg}); one object per line") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise DatasetError(f"{path}, line {n}: not valid JSON ({why}); one object per line") from exc
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}, line {n}: a JSON {type(obj).__name__}, not an object; "
+                               "one {{...}} object per line")
         for field, role in ((spec.text_field, "text"), (spec.label_field, "label")):
-            if not isinstance(obj, dict) or field not in obj:
-                raise DatasetError(f"{path}, line {n}: no key '{field}'; set {role}_field in the dataset spec")
-        texts.append(str(obj[spec.text_field]).strip())
-        labels.append(str(obj[spec.label_field]).strip())
+            if field not in obj:
+                raise DatasetError(f"{path}, line {n}: no key {shown(field)}; set {role}_field in the dataset spec")
+        value, label = obj[spec.text_field], obj[spec.label_field]
+        if not isinstance(value, str):
+            raise DatasetError(f"{path}, line {n}: {shown(spec.text_field)} is a JSON {_json_type(value)}, "
+                               "not a string; the text must be a string")
+        # 1 and 1.0 or true and "True" would otherwise become distinct or merged classes by accident.
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            raise DatasetError(f"{path}, line {n}: label {shown(label)} is a JSON {_json_type(label)}; "
+                               "a label must be a string or an integer")
+        texts.append(value.strip())
+        labels.append(str(label).strip())
         lines.append(n)
     return texts, labels, lines
 
 
-def _read_prefixed(spec: DatasetSpec, path: Path, text: str) -> Rows:
+def _json_type(value) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+             dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _read_prefixed(spec: DatasetSpec, path: str, text: str) -> Rows:
     texts, labels, lines = [], [], []
     for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         label, _, body = line.strip().partition(" ")
         if not body.strip():
-            raise DatasetError(f"{path}, line {n}: expected 'LABEL text', got {line.strip()[:60]!r}")
+            raise DatasetError(f"{path}, line {n}: expected 'LABEL text', got {shown(line.strip(), 60)}")
         if spec.label_separator:
             parts = label.split(spec.label_separator)
             if spec.label_part >= len(parts):
                 raise DatasetError(
-                    f"{path}, line {n}: label {label!r} has no part {spec.label_part} "
-                    f"when split on {spec.label_separator!r}; fix label_part"
+                    f"{path}, line {n}: label {shown(label)} has no part {spec.label_part} "
+                    f"when split on {shown(spec.label_separator)}; fix label_part"
                 )
             label = parts[spec.label_part]
         texts.append(body.strip())
@@ -136,28 +200,40 @@ def _read_prefixed(spec: DatasetSpec, path: Path, text: str) -> Rows:
 
 def read_split(spec: DatasetSpec, path: Path) -> Rows:
     text = read_text(path, spec.encoding)
+    where = visible(str(path))
     if spec.format == "jsonl":
-        rows = _read_jsonl(spec, path, text)
+        rows = _read_jsonl(spec, where, text)
     elif spec.format == "prefixed":
-        rows = _read_prefixed(spec, path, text)
+        rows = _read_prefixed(spec, where, text)
     elif spec.format == "csv":
-        rows = _read_table(spec, path, text, spec.delimiter, csv.QUOTE_MINIMAL)
+        rows = _read_table(spec, where, text, spec.delimiter, csv.QUOTE_MINIMAL)
     else:
         # TSV and plain delimited text are not quoted (GLUE's SST-2 has bare quote characters).
         delimiter = "\t" if spec.format == "tsv" else spec.delimiter
-        rows = _read_table(spec, path, text, delimiter, csv.QUOTE_NONE)
+        rows = _read_table(spec, where, text, delimiter, csv.QUOTE_NONE)
     if not rows[0]:
-        raise DatasetError(f"{path}: no examples found (only a header or blank lines)")
+        raise DatasetError(f"{where}: no examples found (only a header or blank lines)")
+    check_rows(rows, where)
     if spec.label_names:
-        rows = (rows[0], [_name_of(spec, path, lab, n) for lab, n in zip(rows[1], rows[2], strict=True)], rows[2])
+        rows = (rows[0], [_name_of(spec, where, lab, n) for lab, n in zip(rows[1], rows[2], strict=True)], rows[2])
     return rows
 
 
-def _name_of(spec: DatasetSpec, path: Path, label: str, line: int) -> str:
-    try:
+def check_rows(rows: Rows, where: str, unit: str = "line") -> None:
+    """An empty label would become a class of its own, an empty text an example of nothing."""
+    for text, label, n in zip(*rows, strict=True):
+        if not label:
+            raise DatasetError(f"{where}, {unit} {n}: the label is empty; give every example a label "
+                               "(or check label_field and the delimiter)")
+        if not text:
+            raise DatasetError(f"{where}, {unit} {n}: the text is empty; remove the row or check text_field")
+
+
+def _name_of(spec: DatasetSpec, path: str, label: str, line: int) -> str:
+    # Only plain digits: int() would also take "-1" (the last name), "1_0" or non-ASCII digits.
+    if label.isascii() and label.isdigit() and int(label) < len(spec.label_names):
         return spec.label_names[int(label)]
-    except (ValueError, IndexError) as exc:
-        raise DatasetError(
-            f"{path}, line {line}: label {label!r} is not an index into label_names "
-            f"({len(spec.label_names)} names); fix the label or label_names"
-        ) from exc
+    raise DatasetError(
+        f"{path}, line {line}: label {shown(label)} is not an index into label_names "
+        f"(0 to {len(spec.label_names) - 1}); fix the label or label_names"
+    )
