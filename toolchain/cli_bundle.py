@@ -43,7 +43,15 @@ def _target(name: str, emulate: bool = False):
     is_flag=True,
     help="Bundle a candidate that has no measurement on this target.",
 )
-def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured) -> None:
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="CODESIGN_SIGNING_KEY",
+    help="ed25519 private key (PEM or OpenSSH) to sign with "
+    "(default: codesign's own, $CODESIGN_HOME/keys/signing.key).",
+)
+def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured, key) -> None:
     """Build a deployable bundle (folder + reproducible .tar.gz) for one target.
 
     \b
@@ -71,12 +79,20 @@ def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured) -> None:
         Path(out_dir),
         candidate_id=candidate_id,
         allow_unmeasured=allow_unmeasured,
+        key=key,
     )
+    from .bundle.signing import check_folder
+
     manifest = read_manifest(folder)
     archive = archive_path(folder)
+    trust = check_folder(folder, allow_unsigned=True)
     click.echo(f"bundle   {folder}")
     click.echo(f"archive  {archive}  sha256 {sha256_file(archive)}")
     click.echo(f"id       {bundle_id(folder)}")
+    click.echo(
+        f"signed   key {trust.key_id}"
+        + ("" if trust.status == "trusted" else " (not in this machine's trusted keys)")
+    )
     click.echo(f"candidate {manifest['candidate_id']}: {manifest.get('candidate_description')}")
     art = manifest["artefact"]
     click.echo(f"artefact {art['format']} ({art['precision']}), val acc {manifest['val_acc']:.4f}")
@@ -103,7 +119,13 @@ def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured) -> None:
 @click.option("--rollback", is_flag=True, help="Switch back to the previously deployed version.")
 @click.option("--emulate", is_flag=True, help="Deploy to the target's emulation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(target, bundle_path, rollback, emulate, as_json) -> None:
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Deploy a bundle that is unsigned or signed by a key not trusted here "
+    "(a signature that does not match is refused anyway).",
+)
+def deploy(target, bundle_path, rollback, emulate, as_json, allow_unsigned) -> None:
     """Deploy a bundle to a board (upload, verify hashes, self-check, switch), or roll back.
 
     \b
@@ -117,7 +139,11 @@ def deploy(target, bundle_path, rollback, emulate, as_json) -> None:
     if rollback == (bundle_path is not None):
         raise ConfigError("give exactly one of --bundle PATH or --rollback")
     tgt = _target(target, emulate)
-    result = lib.rollback(tgt) if rollback else lib.deploy(tgt, Path(bundle_path))
+    result = (
+        lib.rollback(tgt)
+        if rollback
+        else lib.deploy(tgt, Path(bundle_path), allow_unsigned=allow_unsigned)
+    )
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -132,6 +158,7 @@ def deploy(target, bundle_path, rollback, emulate, as_json) -> None:
         f"deployed bundle {result['bundle_id'][:12]} to {result['target']} ({where})"
         + (" [emulated]" if result.get("emulated") else "")
     )
+    _echo_signature(result.get("signature"))
     if "version" in result:
         click.echo(f"version  {result['version']}  (previous: {result['previous'] or 'none'})")
     else:
@@ -151,7 +178,13 @@ def deploy(target, bundle_path, rollback, emulate, as_json) -> None:
 @click.option("--emulate", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def status(target, emulate, as_json) -> None:
-    """What is deployed on a board, its manifest, and when it was deployed."""
+    """What is deployed on a board, its manifest, and when it was deployed.
+
+    \b
+    Examples:
+      codesign status --target rpi4
+      codesign status --target mcu-pty --emulate --json
+    """
     from .bundle import deploy as lib
 
     result = lib.status(_target(target, emulate))
@@ -183,6 +216,16 @@ def status(target, emulate, as_json) -> None:
     )
     _echo_summary(lib.manifest_summary(result.get("manifest")))
     click.echo(f"versions {len(result.get('versions', []))} kept on the board")
+
+
+def _echo_signature(sig: dict | None) -> None:
+    if not sig:
+        return
+    if sig["status"] == "trusted":
+        click.echo(f"signed   by trusted key {sig['key_id']} ({sig['source']})")
+    else:
+        what = "unsigned" if sig["status"] == "unsigned" else f"untrusted key {sig['key_id']}"
+        click.secho(f"signed   {what}: accepted because of --allow-unsigned", fg="yellow")
 
 
 def _echo_summary(summary: dict) -> None:
@@ -241,6 +284,11 @@ def _echo_summary(summary: dict) -> None:
 )
 @click.option("--emulate", is_flag=True)
 @click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Run a bundle that is unsigned or signed by a key not trusted here.",
+)
+@click.option(
     "--inject-slowdown",
     type=float,
     default=0.0,
@@ -258,6 +306,7 @@ def bench(
     warmup,
     blocks,
     emulate,
+    allow_unsigned,
     inject_slowdown,
 ) -> None:
     """Run the bundle's benchmark and self-check on a target; exit non-zero on a regression.
@@ -282,6 +331,7 @@ def bench(
             inject_slowdown=inject_slowdown,
             json_out=Path(json_out),
             markdown_out=markdown_out,
+            allow_unsigned=allow_unsigned,
         )
     except RegressionError:
         click.echo(f"report written to {json_out}", err=True)

@@ -38,6 +38,12 @@ class BundleRun:
 
         return RecordStore(self.db)
 
+    @property
+    def key(self) -> Path:
+        """The private key the session's bundles were signed with (codesign's own key in
+        ``home``, generated on first use by the first build)."""
+        return self.home / "keys" / "signing.key"
+
 
 def _firmware_tools() -> bool:
     return bool(shutil.which("make") and shutil.which("cc"))
@@ -107,6 +113,15 @@ def bundle_run(tiny_bert, toy_spec, tmp_path_factory) -> BundleRun:
                 )
         read_leaderboard(run_dir)
     return BundleRun(home, run_dir, db, selected, other, host, host_other, rpi4, mcu, mcu_other)
+
+
+@pytest.fixture(autouse=True)
+def _trust_the_session_bundles(request, monkeypatch):
+    """Each test has its own CODESIGN_HOME, so codesign's own key there is not the one that
+    signed the session's bundles: trust that one, as a user trusts a CI machine's key."""
+    if "bundle_run" in request.fixturenames:
+        run = request.getfixturevalue("bundle_run")
+        monkeypatch.setenv("CODESIGN_TRUSTED_KEYS", str(run.home / "keys" / "signing.pub"))
 
 
 @pytest.fixture

@@ -48,7 +48,8 @@ def test_linux_bundle_holds_what_the_issue_lists(bundle_run):
     assert 0 <= m["val_acc"] <= 1 and "artefact" in m["val_acc_source"]
     assert m["versions"]["codesign"] and m["versions"]["runtime"]["validated_with"]
     assert m["versions"]["converter"]["torch"]
-    assert set(m["files"]) == names - {"manifest.json"}
+    assert set(m["files"]) == names - {"manifest.json", "manifest.sig"}
+    assert m["sizes"] == {n: (folder / n).stat().st_size for n in m["files"]}
     for name, digest in m["files"].items():
         assert sha(folder / name) == digest
     assert json.loads((folder / "labels.json").read_text()) == ["negative", "positive"]
@@ -71,11 +72,16 @@ def test_mcu_bundle_has_blob_and_header(bundle_run):
 
 
 def test_rebuild_gives_the_same_sha256(bundle_run, tmp_path):
+    # Same key, same bytes: ed25519 signatures are deterministic.
     with bundle_run.store() as store:
-        again = build_bundle(bundle_run.run_dir, "host", tmp_path / "again", store=store)
+        again = build_bundle(
+            bundle_run.run_dir, "host", tmp_path / "again", store=store, key=bundle_run.key
+        )
         assert sha(archive_path(again)) == sha(archive_path(bundle_run.host))
         # Rebuilding into the same place is just as stable (the old folder is replaced).
-        third = build_bundle(bundle_run.run_dir, "host", tmp_path / "again", store=store)
+        third = build_bundle(
+            bundle_run.run_dir, "host", tmp_path / "again", store=store, key=bundle_run.key
+        )
     assert sha(archive_path(third)) == sha(archive_path(bundle_run.host))
     with tarfile.open(archive_path(third)) as tar:
         members = tar.getmembers()
@@ -153,11 +159,19 @@ def test_unsafe_archives_are_refused(tmp_path, entry, why):
 def test_extract_roundtrip_and_tampered_archive(bundle_run, tmp_path):
     folder = extract_bundle(archive_path(bundle_run.host), tmp_path / "x")
     assert verify_folder(folder)["candidate_id"] == bundle_run.selected
-    # A tampered copy (a changed file re-archived) is refused on extraction.
-    (folder / "labels.json").write_text('["a", "b"]\n')
+    # A tampered copy (a changed file re-archived) is refused on extraction: by its size in
+    # the tar header when that changed (before anything is written), else by its sha256.
+    labels = folder / "labels.json"
+    original = labels.read_bytes()
+    labels.write_bytes(original.replace(b"negative", b"negativX"))
     bad = write_archive(folder, tmp_path / "tampered.tar.gz")
     with pytest.raises(BundleError, match="labels.json has sha256"):
         extract_bundle(bad, tmp_path / "y")
+    labels.write_text('["a", "b"]\n')
+    bad = write_archive(folder, tmp_path / "resized.tar.gz")
+    with pytest.raises(BundleError, match="'labels.json' is 11 bytes, the manifest says"):
+        extract_bundle(bad, tmp_path / "z")
+    assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
 
 
 # ---- the standalone runner ------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def mcu(bundle_run):
 
 
 def test_mcu_deploy_interrupted_upload_keeps_previous_model(bundle_run, mcu, monkeypatch):
-    from toolchain.bundle.deploy import deploy_mcu, status_mcu
+    from toolchain.bundle.deploy_mcu import deploy_mcu, status_mcu
     from toolchain.errors import TargetUnreachableError
 
     with mcu.connect() as link:

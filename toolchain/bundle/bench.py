@@ -20,17 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, ConfigError, RegressionError, TargetError
+from ..errors import BundleError, CodesignError, ConfigError, RegressionError, TargetError
 from ..profiling.stats import median, summarize
-from .deploy import (
-    LocalShell,
-    _readlink,
-    _runner_json,
-    bundle_id,
-    deploy_root,
-    open_bundle,
-    open_shell,
-)
+from .deploy import LocalShell, _readlink, _runner_json, bundle_id, deploy_root, open_shell
+from .opening import open_bundle
 
 log = logging.getLogger(__name__)
 BENCH_SCHEMA = 1
@@ -98,10 +91,11 @@ def _run_linux(
             pass
     if remote is None:  # not deployed: a temporary copy, removed afterwards
         temp = shell.checked(["mktemp", "-d", "-t", "codesign-bench.XXXXXXXX"]).strip()
-        for name in sorted(manifest["files"]) + ["manifest.json"]:
-            shell.upload(folder / name, f"{temp}/{name}")
         remote, where = temp, "temporary upload"
     try:
+        if temp:  # inside the try: a failed upload removes the temporary copy too
+            for name in sorted(manifest["files"]) + ["manifest.json"]:
+                shell.upload(folder / name, f"{temp}/{name}")
         check = _runner_json(
             shell.run(["python3", f"{remote}/runner.py", "--self-check"], timeout),
             "the bundle's self-check",
@@ -122,9 +116,20 @@ def _run_mcu(target, folder: Path, manifest: dict, passes: int, slowdown: float)
     from ..mcu.blob import from_blob
 
     art = manifest["artefact"]
-    head = from_blob((folder / art["model"]).read_bytes())
-    with np.load(folder / "reference.npz", allow_pickle=False) as z:
-        inputs_q, expected_q, labels = z["inputs_q"], z["expected_q"], z["labels"]
+    ref = manifest["self_check"].get("reference", "reference.npz")
+    try:
+        head = from_blob((folder / art["model"]).read_bytes())
+        with np.load(folder / ref, allow_pickle=False) as z:
+            inputs_q, expected_q, labels = z["inputs_q"], z["expected_q"], z["labels"]
+        if not (len(inputs_q) == len(expected_q) == len(labels)) or not len(inputs_q):
+            raise ValueError("inputs_q, expected_q and labels differ in length or are empty")
+    except CodesignError:
+        raise
+    except Exception as exc:  # np.load / from_blob raise many kinds on a malformed file
+        raise BundleError(
+            f"bundle {folder}: {art['model']} or {ref} is malformed ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); rebuild the bundle with 'codesign bundle'"
+        ) from exc
     rows = np.concatenate([inputs_q] * max(1, passes))
     run = target.run_head(head, rows)
     n = len(inputs_q)
@@ -169,9 +174,13 @@ def compare(current: dict, baseline: dict, max_regression: float) -> dict:
     try:
         base_stat = float(baseline["summary"]["stat_ms"])
         base_acc = baseline["accuracy"].get("accuracy")
-    except (KeyError, TypeError, ValueError) as exc:
+        if base_acc is not None:
+            base_acc = float(base_acc)
+        if not math.isfinite(base_stat) or base_stat < 0:
+            raise ValueError(f"summary.stat_ms {base_stat}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
-            f"the baseline is not a 'codesign bench' JSON report (lacks {exc}); "
+            f"the baseline is not a 'codesign bench' JSON report (bad or missing {exc}); "
             "pass the --json file of an earlier bench run"
         ) from exc
     stat = current["summary"]["stat_ms"]
@@ -260,12 +269,22 @@ def bench(
     json_out: Path | None = None,
     markdown_out: Path | None = None,
     shell=None,
+    allow_unsigned: bool = False,
 ) -> dict[str, Any]:
     """Benchmark ``bundle_path`` on ``target``; write the JSON/Markdown reports when asked;
     raise RegressionError (after writing them) when the self-check fails or latency or
     accuracy regress beyond ``max_regression`` against ``baseline``."""
     if not 0 <= max_regression < 10:
         raise ConfigError(f"--max-regression {max_regression} must be a fraction like 0.10")
+    for name, value, low in (
+        ("--iterations", iterations, 1),
+        ("--warmup", warmup, 0),
+        ("--blocks", blocks, 1),
+    ):
+        if value is not None and (not isinstance(value, int) or value < low or value > 10**6):
+            raise ConfigError(f"{name} {value} must be a whole number from {low} to 1000000")
+    if not (isinstance(inject_slowdown, (int, float)) and 0 <= inject_slowdown < 100):
+        raise ConfigError(f"--inject-slowdown {inject_slowdown} must be a fraction >= 0")
     if isinstance(baseline, (str, Path)):
         path = Path(baseline)
         try:
@@ -275,12 +294,23 @@ def bench(
                 f"baseline {path} is not readable JSON ({exc}); pass the --json "
                 "file of an earlier 'codesign bench'"
             ) from exc
+        if not isinstance(baseline, dict):
+            raise ConfigError(
+                f"baseline {path} holds {type(baseline).__name__}, not a 'codesign bench' "
+                "report; pass the --json file of an earlier bench run"
+            )
     spec = target.spec
-    with open_bundle(bundle_path) as (folder, manifest):
-        if manifest.get("target", {}).get("name") != spec.name:
+    with open_bundle(bundle_path, allow_unsigned=allow_unsigned) as (folder, manifest, trust):
+        if manifest["target"]["name"] != spec.name:
             raise BundleError(
-                f"bundle {folder} was built for target "
-                f"'{manifest.get('target', {}).get('name')}', not '{spec.name}'"
+                f"bundle {bundle_path} was built for target '{manifest['target']['name']}', "
+                f"not '{spec.name}'; build one with 'codesign bundle --target {spec.name}'"
+            )
+        runtime = manifest["artefact"]["runtime"]
+        if (spec.kind == "serial") != (runtime == "firmware"):
+            raise BundleError(
+                f"bundle {bundle_path} is a {runtime} bundle, but '{spec.name}' is a "
+                f"{spec.kind} target; rebuild it with 'codesign bundle --target {spec.name}'"
             )
         bid = bundle_id(folder)
         if spec.kind == "serial":
@@ -331,16 +361,25 @@ def bench(
         "manifest": {"val_acc": manifest.get("val_acc"), "measured": manifest.get("measured")},
         "generated_at": datetime.now(timezone.utc).isoformat(),
     }
-    report["comparison"] = compare(report, baseline, max_regression) if baseline else None
+    report["signature"] = trust.to_dict()
+    report["comparison"] = (
+        compare(report, baseline, max_regression) if baseline is not None else None
+    )
     report["passed"] = report["self_check_passed"] and not (
         report["comparison"] and report["comparison"]["regressed"]
     )
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
-    if markdown_out:
-        Path(markdown_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_out).write_text(render_markdown(report))
+    for out, text in (
+        (json_out, lambda: json.dumps(report, indent=2) + "\n"),
+        (markdown_out, lambda: render_markdown(report)),
+    ):
+        if out:
+            try:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                Path(out).write_text(text())
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write the report {out} ({exc.strerror or exc}); pass a writable path"
+                ) from exc
     if not report["self_check_passed"]:
         raise RegressionError(
             f"bench of bundle {bid[:12]} on '{spec.name}': the self-check "

@@ -318,13 +318,19 @@ def build_bundle(
     candidate_id: str | None = None,
     allow_unmeasured: bool = False,
     store=None,
+    key: Path | str | None = None,
 ) -> Path:
     """Build ``out_dir/<target>-<candidate id>/`` and its ``.tar.gz``; return the folder.
 
-    Raises BundleError for a candidate without a measurement on this target (unless
-    ``allow_unmeasured``), RunDirError for a run or candidate that does not exist."""
+    The manifest is signed (``manifest.sig``) with ``key``, else ``$CODESIGN_SIGNING_KEY``,
+    else codesign's own key (see signing.py). Raises BundleError for a candidate without a
+    measurement on this target (unless ``allow_unmeasured``), RunDirError for a run or
+    candidate that does not exist, ConfigError for an unusable key."""
     from ..report.write import read_leaderboard
     from ..store.db import RecordStore
+    from .signing import sign_folder, signing_key
+
+    signer, _ = signing_key(key)  # a bad key fails before minutes of export
 
     run_dir = Path(run_dir)
     spec = target_spec if isinstance(target_spec, TargetSpec) else load_target_spec(target_spec)
@@ -349,7 +355,13 @@ def build_bundle(
             "(or bundle it anyway with --allow-unmeasured)"
         )
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(
+            f"cannot create the output folder {out_dir} ({exc.strerror or exc}); pass a "
+            "writable --out"
+        ) from exc
     name = f"{spec.name}-{cand.id}"
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
     try:
@@ -362,6 +374,7 @@ def build_bundle(
         _write_json(folder / "labels.json", list(board["label_names"]))
         manifest = _manifest(board, spec, cand, base_id, record, payload)
         write_manifest(folder, manifest)
+        sign_folder(folder, signer)
         for path in folder.rglob("*"):
             os.utime(path, (FIXED_MTIME, FIXED_MTIME))
         final = out_dir / name

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError
+from .schema import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE, parse_manifest
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+__all__ = ["MANIFEST", "SCHEMA_VERSION", "SIGNATURE", "bundle_id", "read_manifest"]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -35,43 +35,46 @@ def dumps(manifest: dict[str, Any]) -> bytes:
 
 
 def bundle_files(folder: Path) -> list[str]:
-    """Every regular file below ``folder`` except the manifest, as sorted POSIX paths."""
+    """Every regular file below ``folder`` except the manifest and its signature, as sorted
+    POSIX paths."""
     out = []
     for path in sorted(Path(folder).rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and rel != MANIFEST and "__pycache__" not in path.parts:
+        if path.is_file() and rel not in (MANIFEST, SIGNATURE) and "__pycache__" not in path.parts:
             out.append(rel)
     return out
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> str:
-    """Fill in ``files`` from what is in ``folder``, write manifest.json; return the bundle id."""
+    """Fill in ``files`` (sha256) and ``sizes`` (bytes: lets extraction refuse an oversized
+    entry from its tar header, before writing it) from ``folder``; write manifest.json; return
+    the bundle id."""
     manifest = dict(manifest)
-    manifest["files"] = {name: sha256_file(folder / name) for name in bundle_files(folder)}
+    names = bundle_files(folder)
+    manifest["files"] = {name: sha256_file(folder / name) for name in names}
+    manifest["sizes"] = {name: (folder / name).stat().st_size for name in names}
     data = dumps(manifest)
     (Path(folder) / MANIFEST).write_bytes(data)
     return sha256_bytes(data)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """The validated manifest of a bundle folder (see schema.py), or BundleError."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise BundleError(
             f"{folder} is not a bundle (no {MANIFEST}); build one with 'codesign bundle'"
         )
+    return parse_manifest(read_capped(path, MAX_MANIFEST_BYTES), str(path))
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of ``path`` (the caller refuses the extra one)."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path} is unreadable or not JSON ({exc}); rebuild the bundle") from exc
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA_VERSION:
-        found = manifest.get("schema") if isinstance(manifest, dict) else None
-        raise BundleError(
-            f"{path} has schema {found!r}; this codesign reads schema {SCHEMA_VERSION}: rebuild "
-            "the bundle with this version of codesign"
-        )
-    if not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{path} lists no files; rebuild the bundle")
-    return manifest
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)
+    except OSError as exc:
+        raise BundleError(f"{path} is unreadable ({exc}); rebuild the bundle") from exc
 
 
 def bundle_id(folder: Path) -> str:
@@ -90,6 +93,12 @@ def verify_folder(folder: Path) -> dict[str, Any]:
             raise BundleError(f"{folder}: manifest entry {name!r} points outside the bundle")
         if not path.is_file():
             raise BundleError(f"{folder}: file {name!r} listed in the manifest is missing; rebuild")
+        size = (manifest.get("sizes") or {}).get(name)
+        if size is not None and path.stat().st_size != size:
+            raise BundleError(
+                f"{folder}: {name} is {path.stat().st_size} bytes, the manifest says {size}; "
+                "the bundle was modified or corrupted: rebuild it with 'codesign bundle'"
+            )
         actual = sha256_file(path)
         if actual != expected:
             raise BundleError(

@@ -129,7 +129,7 @@ class Bundle:
                     "or was modified - deploy the bundle again",
                     3,
                 )
-        listed = set(files) | {"manifest.json"}
+        listed = set(files) | {"manifest.json", "manifest.sig"}  # the signature signs the manifest
         extra = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if d not in _IGNORED and not d.startswith(".")]
