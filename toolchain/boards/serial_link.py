@@ -127,6 +127,13 @@ class SerialLink:
         last = " | ".join(self.last_reply[-4:]) or "(nothing)"
         return TransportError(f"{what} on {self.url!r}; last reply: {last}")
 
+    def _odd(self, what: object) -> ProtocolError:
+        """An intact reply the protocol does not allow: a firmware built from other sources."""
+        return ProtocolError(
+            f"{what} from {self.url!r} is not protocol {P.PROTOCOL_VERSION}; rebuild and "
+            "reflash the firmware from this checkout"
+        )
+
     def _write(self, data: bytes) -> None:
         if self._port is None:
             raise TransportError(f"serial link {self.url!r} is not open; call open() first")
@@ -327,7 +334,7 @@ class SerialLink:
             try:
                 return int(P.parse_fields(line, "model")["id"], 16)
             except (KeyError, ValueError) as exc:
-                raise ProtocolError(f"malformed model line {line!r} from {self.url!r}") from exc
+                raise self._odd(f"malformed model line {line!r}") from exc
 
         return self.transact(steps, what="profile")
 
@@ -354,7 +361,7 @@ class SerialLink:
                 raise
             raise TransportError(
                 f"model upload to {self.url!r} failed before its commit; the device keeps its "
-                f"previous model. Last error: {exc}"
+                f"previous model; check the cable and baud rate, then retry. Last error: {exc}"
             ) from exc
         self._commit(ident)
         return ident
@@ -365,7 +372,7 @@ class SerialLink:
             try:
                 opened = self.command(P.mload_command(len(blob), ident))
                 if f"m-mload-[expecting {len(blob)}]" not in opened:
-                    raise ProtocolError(f"'mload' on {self.url!r} answered {opened!r}")
+                    raise self._odd(f"'mload' answer {opened!r}")
                 for off in range(0, len(blob), chunk):
                     self._send_chunk(off, blob[off : off + chunk])
                 return
@@ -388,7 +395,7 @@ class SerialLink:
                 try:
                     got = int(P.parse_fields(line, "commit")["id"], 16)
                 except (KeyError, ValueError) as exc:
-                    raise ProtocolError(f"malformed commit reply {line!r}") from exc
+                    raise self._odd(f"malformed commit reply {line!r}") from exc
                 if got != ident:
                     raise ProtocolError(
                         f"device {self.url!r} committed model {got:08x}, not {ident:08x}"
@@ -416,7 +423,8 @@ class SerialLink:
         running = "no model" if active is None else f"model {active:08x}"
         raise TransportError(
             f"commit of model {ident:08x} on {self.url!r} not confirmed after "
-            f"{self.retries + 1} attempts; the device still runs {running}. Last error: {last}"
+            f"{self.retries + 1} attempts; the device still runs {running}; check the cable and "
+            f"baud rate, then retry. Last error: {last}"
         )
 
     def _send_chunk(self, off: int, data: bytes) -> None:
@@ -425,7 +433,7 @@ class SerialLink:
         def steps(timeout_s: float | None) -> None:
             lines = self.exchange(P.mdata_command(off, data), timeout_s=timeout_s)
             if expected not in lines:
-                raise ProtocolError(f"chunk at offset {off} acknowledged as {lines!r}")
+                raise self._odd(f"chunk at offset {off} acknowledged as {lines!r}")
 
         self.transact(steps, what=f"upload chunk at offset {off}")
 
@@ -436,7 +444,7 @@ class SerialLink:
                 f = P.parse_fields(line, "selfcheck")
                 return SelfCheck(n=int(f["n"]), crc=int(f["crc"], 16), icount=int(f["icount"]))
             except (KeyError, ValueError) as exc:
-                raise ProtocolError(f"malformed self-check reply {line!r}") from exc
+                raise self._odd(f"malformed self-check reply {line!r}") from exc
 
         return self.transact(steps, what="self-check", timeout_s=timeout_s)
 
@@ -450,11 +458,11 @@ class SerialLink:
         def steps(t: float | None) -> InferResult:
             lines = self.exchange(f"{P.CMD_DB} load {len(data)}", timeout_s=t)
             if f"m-[Expecting {len(data)} bytes]" not in lines:
-                raise ProtocolError(f"'db load' answered {lines!r}")
+                raise self._odd(f"'db load' answer {lines!r}")
             for off in range(0, len(data), per_line):
                 lines = self.exchange(f"{P.CMD_DB} {data[off : off + per_line].hex()}", timeout_s=t)
             if "m-load-done" not in lines:
-                raise ProtocolError("input upload did not end with 'm-load-done'")
+                raise self._odd("an input upload not ending with 'm-load-done'")
             done = P.find_line(
                 self.exchange(f"{P.CMD_INFER} {repeat} {warmup}", timeout_s=t), "m-infer-done-"
             )
@@ -467,7 +475,7 @@ class SerialLink:
                 crc = int(P.parse_value(P.find_line(res, "m-crc-"), "crc"), 16)
                 argmax = int(P.parse_value(P.find_line(res, "m-argmax-"), "argmax"))
             except (KeyError, ValueError) as exc:
-                raise ProtocolError(f"malformed inference reply ({exc})") from exc
+                raise self._odd(f"malformed inference reply ({exc})") from exc
             # Intact frames make these hold; they stay as a check of the firmware itself.
             in_range = out.size > 0 and out.min() >= -128 and out.max() <= 127
             if (
