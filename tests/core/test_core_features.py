@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -122,13 +121,15 @@ def test_truncation_at_max_length(tiny_bert):
 # --- the cache -----------------------------------------------------------------------------------
 
 
-def test_cache_key_covers_weights_data_length_poolings():
-    base = cache_key("w", "d", 64, ("cls", "mean"))
-    assert base == cache_key("w", "d", 64, ("mean", "cls"))  # order of poolings is irrelevant
-    others = {cache_key("w2", "d", 64, ("cls", "mean")), cache_key("w", "d2", 64, ("cls", "mean")),
-              cache_key("w", "d", 128, ("cls", "mean")), cache_key("w", "d", 64, ("cls",))}
-    assert base not in others and len(others) == 4
-    assert FEATURE_FORMAT_VERSION >= 1
+def test_cache_key_covers_weights_files_data_length_poolings_compute():
+    def key(w="w", f="f", d="d", ml=64, p=("cls", "mean"), c="cpu/float32"):
+        return cache_key(w, f, d, ml, p, c)
+
+    base = key()
+    assert base == key(p=("mean", "cls"))  # order of poolings is irrelevant
+    others = {key(w="w2"), key(f="f2"), key(d="d2"), key(ml=128), key(p=("cls",)), key(c="cpu/bfloat16")}
+    assert base not in others and len(others) == 6
+    assert FEATURE_FORMAT_VERSION >= 2  # version-1 keys ignored config.json and the tokenizer
 
 
 def test_layer_features_are_content_addressed(tiny_bert, toy_spec, tmp_path):
@@ -195,68 +196,72 @@ def test_resume_keeps_the_original_chunk_size(tiny_bert, toy_spec, tmp_path, mon
     _assert_same(reference, resumed, atol=1e-5)
 
 
+# A real extraction in a child process that SIGKILLs itself in the middle of writing chunk
+# KILL_AFTER + 1: the chunk's bytes are in its temp file, fsync is under way, the rename never
+# happens. Deterministic: exactly KILL_AFTER chunks are on disk afterwards.
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import os, signal, sys
     from pathlib import Path
+    import torch
+    torch.set_num_threads(1)  # as in the parent (tests/core/conftest.py): the same bits
     import toolchain.features.layers as layers
     from toolchain.data.dataset import load_dataset
     from toolchain.data.presets import resolve_dataset
     from toolchain.features.backbone import resolve_model
 
-    real = layers.extract_pooled
+    kill_after, chunks, real_fsync = int(sys.argv[4]), [0], os.fsync
 
-    def slow(*args, **kwargs):  # room for the parent to kill us between chunks
-        out = real(*args, **kwargs)
-        time.sleep(0.25)
-        return out
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".safetensors" in name and name.endswith(".tmp"):
+            if chunks[0] == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            chunks[0] += 1
+        real_fsync(fd)
 
-    layers.extract_pooled = slow
+    os.fsync = fsync
     ds = load_dataset(resolve_dataset(sys.argv[1]))
     layers.layer_features(ds, resolve_model(sys.argv[2]), 32, cache_root=Path(sys.argv[3]))
     print("finished")
     """
 )
+KILL_AFTER = 4
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill(tiny_bert, toy_spec, tmp_path, monkeypatch):
-    from safetensors.numpy import load_file
-
+def test_resume_after_sigkill_equals_a_clean_extraction_byte_for_byte(tiny_bert, toy_spec, tmp_path,
+                                                                       monkeypatch):
     root = tmp_path / "cache"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "CODESIGN_CHUNK_SIZE": "8"}
-    proc = subprocess.Popen([sys.executable, str(script), str(toy_spec), str(tiny_bert), str(root)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            chunks = list(root.glob("*/*.safetensors"))
-            if len(chunks) >= 2 or proc.poll() is not None:
-                break
-            time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, f"child ended on its own: {out!r} {err[-2000:]!r}"
+    proc = subprocess.Popen([sys.executable, str(script), str(toy_spec), str(tiny_bert), str(root),
+                             str(KILL_AFTER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, f"child did not die by SIGKILL: {err[-2000:]}"
     (cache,) = root.iterdir()
     assert not (cache / "complete.json").exists()
-    done = sorted(p.name for p in cache.glob("*.safetensors"))
-    total = 6 + 2 + 2  # 48 train, 16 dev, 16 test in chunks of 8
-    assert 2 <= len(done) < total
-    for name in done:  # whatever has a chunk name is whole (atomic rename)
-        assert load_file(str(cache / name))["mean"].shape[1] == 8
-    # A half-written chunk as a kill during the write leaves it: never counted, then cleaned up.
-    (cache / ".test-00001.safetensors.x1y2.tmp").write_bytes(b"\x00" * 17)
+    before = {p.name: p.stat().st_ino for p in cache.glob("*.safetensors")}
+    assert sorted(before) == [f"train-{i:05d}.safetensors" for i in range(KILL_AFTER)]
+    (tmp,) = cache.glob(".*.tmp")  # the chunk in flight, owned by the dead child
+    assert tmp.name.startswith(f".train-{KILL_AFTER:05d}.safetensors~") and f"~{proc.pid}~" in tmp.name
 
     monkeypatch.setenv("CODESIGN_CHUNK_SIZE", "8")
     ds, ref = _ds(toy_spec), resolve_model(str(tiny_bert))
     resumed = layer_features(ds, ref, 32, cache_root=root)
-    assert resumed.extracted_chunks == total - len(done)
-    assert (cache / "complete.json").is_file() and not list(cache.glob("*.tmp"))
-    for name in done:  # chunks from before the kill were kept, not rewritten
-        assert (cache / name).stat().st_mtime_ns < (cache / "complete.json").stat().st_mtime_ns
-    uninterrupted = layer_features(ds, ref, 32, cache_root=tmp_path / "fresh")
-    assert uninterrupted.extracted_chunks == total
-    _assert_same(uninterrupted, resumed, atol=1e-5)
+    total = 6 + 2 + 2  # 48 train, 16 dev, 16 test in chunks of 8
+    assert resumed.extracted_chunks == total - KILL_AFTER  # nothing finished was recomputed
+    assert not tmp.exists() and not list(cache.glob(".*"))
+    # The chunks from before the kill are the same files, not rewritten copies.
+    assert {n: (cache / n).stat().st_ino for n in before} == before
+    clean = layer_features(ds, ref, 32, cache_root=tmp_path / "clean")
+    assert clean.extracted_chunks == total
+    assert _files(cache) == _files(Path(clean.cache_dir))  # nothing lost, duplicated or different
+    _assert_same(clean, resumed, atol=0)
+
