@@ -14,7 +14,7 @@ from typing import Literal
 
 from ..errors import ConfigError, TargetError
 from ..paths import targets_dir
-from ..specfile import build, read_toml, spec_hash
+from ..specfile import build, read_toml, spec_hash, to_plain
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,21 @@ class Mcu:
 
 
 @dataclass(frozen=True)
+class Labgrid:
+    """Where a ``kind = "labgrid"`` board is in a labgrid farm (boards/labgrid_target.py)."""
+
+    env: str = ""  # labgrid environment YAML; a relative path is relative to the target file
+    target: str = ""  # the target's name in that environment
+    coordinator: str = ""  # host[:port]; empty: a local environment, nothing is locked
+    place: str = ""  # the place to lock on the coordinator (default: the target's name)
+    state: str = "shell"  # the strategy state to reach; "" for none (power on only)
+    power_cycle_on_hang: bool = False
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
-    kind: Literal["local", "ssh", "serial", "emulated"]
+    kind: Literal["local", "ssh", "serial", "emulated", "labgrid"]
     arch: str
     description: str = ""
     threads: int = 1
@@ -94,6 +106,7 @@ class TargetSpec:
     estimate: Estimate = field(default_factory=Estimate)
     emulation: Emulation = field(default_factory=Emulation)
     mcu: Mcu = field(default_factory=Mcu)
+    labgrid: Labgrid = field(default_factory=Labgrid)
 
     def __post_init__(self) -> None:
         # Checked here, not only when a file is read, so that env overrides and specs built in
@@ -105,7 +118,10 @@ class TargetSpec:
     @property
     def hash(self) -> str:
         """Content hash of the spec; every measurement record carries it."""
-        return spec_hash(self)
+        plain = to_plain(self)
+        if self.labgrid == Labgrid():  # hashes of specs without the table stay what they were
+            del plain["labgrid"]
+        return spec_hash(plain)
 
     @property
     def runtime_names(self) -> tuple[str, ...]:
@@ -184,6 +200,8 @@ QEMU_SYSTEM_CPUS = ("cortex-m0", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-
 QEMU_MACHINES = ("mps2-an385", "mps2-an386", "mps2-an500", "mps2-an505")
 _ROOTFS = r"debian-[a-z]+-arm64"
 _PORT_NAME = r"[a-z0-9][a-z0-9_.-]*"  # a firmware port: posix, mps2-an386, stm32f4
+_COORDINATOR = r"[A-Za-z0-9_.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+_STATE = r"[A-Za-z_][A-Za-z0-9_-]{0,63}"
 
 
 def _one_of(values) -> str:
@@ -219,14 +237,31 @@ def _string_problems(spec: TargetSpec):
                "" if emu.cpu in ("", *cpus) else f"one of {_one_of(cpus)} for method '{emu.method}'")
     yield ("emulation.qemu_machine", emu.qemu_machine,
            "" if emu.qemu_machine in ("", *QEMU_MACHINES) else f"one of {_one_of(QEMU_MACHINES)}")
+    yield from _labgrid_problems(spec)
     yield ("emulation.rootfs", emu.rootfs,
            "" if not emu.rootfs or re.fullmatch(_ROOTFS, emu.rootfs) else "'debian-<suite>-arm64', "
            "e.g. 'debian-bookworm-arm64'")
 
 
+def _labgrid_problems(spec: TargetSpec):
+    lg = spec.labgrid
+    if spec.kind != "labgrid":
+        yield "kind", spec.kind, ("" if lg == Labgrid() else
+                                  "'labgrid' with a [labgrid] table, or remove the table")
+        return
+    yield "labgrid.env", lg.env, "" if lg.env else "the path of a labgrid environment YAML"
+    yield "labgrid.target", lg.target, "" if lg.target else "the target's name in that environment"
+    yield ("labgrid.coordinator", lg.coordinator, "" if not lg.coordinator or re.fullmatch(
+        _COORDINATOR, lg.coordinator) else "host[:port], e.g. 'farm.lab:20408'")
+    yield ("labgrid.place", lg.place, "" if not lg.place or lg.coordinator else
+           "it only with labgrid.coordinator (a local environment has no places to lock)")
+    yield ("labgrid.state", lg.state, "" if not lg.state or re.fullmatch(_STATE, lg.state) else
+           "a strategy state name such as 'shell', or '' for none")
+
+
 def _sections(spec: TargetSpec):
     yield "", spec
-    for section in ("connection", "budgets", "estimate", "emulation", "mcu"):
+    for section in ("connection", "budgets", "estimate", "emulation", "mcu", "labgrid"):
         yield f"{section}.", getattr(spec, section)
 
 
@@ -292,5 +327,9 @@ def load_target_spec(name_or_path: str | Path, apply_env: bool = True) -> Target
         path = known[text]
     data = read_toml(path)
     data.setdefault("name", path.stem)
+    lg = data.get("labgrid")
+    if isinstance(lg, dict) and isinstance(lg.get("env"), str) and lg["env"]:
+        # Relative to the target file, so a farm's targets and env travel together.
+        lg["env"] = str((path.parent / Path(lg["env"]).expanduser()).resolve())
     spec = build(TargetSpec, data, source=str(path))
     return _apply_env_overrides(spec) if apply_env else spec
