@@ -17,6 +17,7 @@ _BUILTIN_MODULES = {
     "ssh": "toolchain.boards.ssh_target",
     "serial": "toolchain.boards.serial_target",
     "emulated": "toolchain.boards.local",
+    "labgrid": "toolchain.boards.labgrid_target",  # needs the extra codesign[farm]
 }
 ENTRY_POINT_GROUP = "codesign.target_kinds"
 
