@@ -195,6 +195,7 @@ class FakeDevice:
         self.drop_next_replies = 0  # lose the replies of the next N commands
         self.tamper = None
         self.input: bytes | None = None
+        self.expected_in = 0
         self.output: np.ndarray | None = None
 
     def feed(self, data: bytes) -> None:
