@@ -42,7 +42,10 @@ _TYPE_NAMES = {
 def _describe(value: Any) -> str:
     name = "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     name = name or _TYPE_NAMES.get(type(value), type(value).__name__)
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except (ValueError, RecursionError):  # an int of 5000 digits, a list nested 900 deep
+        shown = "..."
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return f"{name} ({shown})"
@@ -195,9 +198,12 @@ def _check_files(c: _Checker, manifest: dict) -> dict:
         raise c.fail(f"files.{clash[0]}", clash[0], "a file name that is not also a folder")
     sizes = c.get(manifest, "sizes", "", (dict,), "an object {file name: bytes}", False)
     if sizes is not None:
-        if set(sizes) != set(files):
-            odd = sorted(set(sizes) ^ set(files))[0]
-            raise c.fail(f"sizes.{odd}", sizes.get(odd), "present exactly for the listed files")
+        unlisted = sorted(set(sizes) - set(files))
+        if unlisted:
+            raise c.fail(f"sizes.{unlisted[0]}", sizes[unlisted[0]], "absent: not a listed file")
+        unsized = sorted(set(files) - set(sizes))
+        if unsized:
+            raise c.missing(f"sizes.{unsized[0]}", "the byte count of every listed file")
         for name, size in sizes.items():
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise c.fail(f"sizes.{name}", size, "a byte count >= 0")
