@@ -82,8 +82,8 @@ def check_max_length(max_length, model: ModelRef, check: ModelCheck) -> int:
         raise ConfigError(f"--max-length {max_length} is too short for backbone '{model.name}' "
                           f"(allowed: {allowed} tokens, special tokens included); pass e.g. --max-length 64")
     if limit is not None and max_length > limit:
-        raise ConfigError(f"--max-length {max_length} exceeds backbone '{model.name}''s "
-                          f"{limit} position embeddings (allowed: {allowed}); pass --max-length {limit} or less")
+        raise ConfigError(f"--max-length {max_length} exceeds the {limit} position embeddings of backbone "
+                          f"'{model.name}' (allowed: {allowed}); pass --max-length {limit} or less")
     return max_length
 
 
