@@ -4,6 +4,7 @@ ranked candidates with a first cost estimate → a run directory."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -84,7 +85,9 @@ def new_run_dir(config: RunConfig) -> Path:
     if config.run_dir:
         return Path(config.run_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return codesign_home() / "runs" / f"{stamp}-{config.dataset.replace('/', '_')}"
+    # The dataset may be a path or carry options (``d.csv?text_field=t``): keep a safe name.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.dataset.split("?")[0]).stem or "data")
+    return codesign_home() / "runs" / f"{stamp}-{name[:60]}"
 
 
 def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
