@@ -231,6 +231,17 @@ def test_max_length_with_room_only_for_special_tokens_is_refused(tiny_bert, toy_
     _nothing_written(codesign_home)
 
 
+@pytest.mark.parametrize("max_length", [0, 1, 2, -5, 8.0])
+def test_tokenize_refuses_lengths_it_would_silently_ignore(tiny_bert, max_length):
+    from toolchain.features.extract import tokenize
+
+    tokenizer, _ = load_backbone(resolve_model(str(tiny_bert)))
+    with pytest.raises(ConfigError) as exc:  # 0 and 1 ran untruncated, -5 overflowed
+        tokenize(tokenizer, ["the film was really really good"], max_length)
+    _one_line(exc, "2 special tokens", "at least 3")
+    assert [len(s) for s in tokenize(tokenizer, ["the film was really really good"], 3)] == [3]
+
+
 @pytest.mark.parametrize("max_length", ["64", 64.0, True, None])
 def test_max_length_that_is_not_an_integer_is_refused(tiny_bert, toy_spec, max_length, codesign_home):
     with pytest.raises(ConfigError) as exc:

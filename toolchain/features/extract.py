@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
+
 POOLINGS = ("cls", "mean")
 
 
 def tokenize(tokenizer, texts: list[str] | tuple[str, ...], max_length: int) -> list[list[int]]:
-    """Token ids without padding, truncated to ``max_length`` (special tokens included)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    """Token ids without padding, truncated to ``max_length`` (special tokens included).
+
+    A length that cannot hold the special tokens plus one is refused: the tokenizer would not
+    truncate at all (0, 1) or overflow (negative) rather than say so."""
+    specials = tokenizer.num_special_tokens_to_add()
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length <= specials:
+        raise ConfigError(f"max_length {max_length!r} leaves no room for text after the tokenizer's "
+                          f"{specials} special tokens; use an integer of at least {specials + 1} (e.g. 64)")
+    enc = tokenizer(list(texts), truncation=True, max_length=int(max_length), padding=False)
     return enc["input_ids"]
 
 
