@@ -34,8 +34,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -54,11 +52,16 @@ def default_result_path() -> Path:
 
 
 def _median(xs) -> float | None:
-    return float(np.median(xs)) if len(xs) else None
+    # The one percentile definition (toolchain.profiling.stats), as `profile` and `results` use.
+    from toolchain.profiling.stats import median
+
+    return median(list(xs)) if len(xs) else None
 
 
 def _spread(xs) -> list[float] | None:
-    return [float(np.percentile(xs, 10)), float(np.percentile(xs, 90))] if len(xs) else None
+    from toolchain.profiling.stats import percentile
+
+    return [percentile(list(xs), 10), percentile(list(xs), 90)] if len(xs) else None
 
 
 # ---------------------------------------------------------------------------------------------

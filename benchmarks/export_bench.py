@@ -43,7 +43,10 @@ MAX_LENGTH = 64
 
 
 def _pct(xs, q) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
+    # The one percentile definition, as `profile` and `results` use.
+    from toolchain.profiling.stats import percentile
+
+    return percentile([float(x) for x in xs], q)
 
 
 def summary(xs) -> dict:

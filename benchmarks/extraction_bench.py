@@ -75,11 +75,12 @@ def result_path(kind: str) -> Path:
 
 
 def length_stats(lengths: np.ndarray) -> dict:
+    from toolchain.profiling.stats import percentile
+
     return {
         "n": int(len(lengths)),
-        "p50": float(np.percentile(lengths, 50)),
-        "p95": float(np.percentile(lengths, 95)),
-        "p99": float(np.percentile(lengths, 99)),
+        # The one percentile definition (toolchain.profiling.stats).
+        **{f"p{q}": percentile(lengths.tolist(), q) for q in (50, 95, 99)},
         "max": int(lengths.max()),
         "mean": float(lengths.mean()),
         **{f"truncated_at_{m}": float((lengths > m).mean()) for m in LENGTHS},

@@ -2,27 +2,40 @@
 
 Each measurement runs the agent in a fresh process (on the host, over SSH, or in emulation).
 A record is written only after the agent's whole report is in hand and its outputs matched
-the host's, so a killed run or a dropped link leaves no half-written record; the profile
-session's progress table lets the next call resume where it stopped.
+the fp32 reference (:func:`judge_outputs`), so a killed run or a dropped link leaves no
+half-written record. A profile session is named by its run, target spec hash and plan
+(:func:`session_id_for`): the same request finds the same session again, keeps the passes it
+finished and measures the missing ones. Records of a session that has not finished are
+provisional (``RecordStore.records(settled=True)`` leaves them out): a candidate with fewer
+samples than asked is never taken as measured.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..boards.base import Target
-from ..errors import CodesignError, ValidationMismatchError
+from ..errors import (
+    ConfigError,
+    QuantizationError,
+    RunDirError,
+    TargetError,
+    ValidationMismatchError,
+)
 from ..export.artefact import export_artefact
-from ..export.tolerances import CROSS_PLATFORM
+from ..export.tolerances import ON_TARGET
 from ..export.validate import ort_session
 from ..profiling.records import CostRecord
 from ..progress import progress_bar
+from ..search.candidate import PRECISIONS
 from .jobs import build_job
 
 log = logging.getLogger(__name__)
@@ -58,6 +71,41 @@ class ProfilePlan:
         return max(1, -(-self.iterations // max(1, self.passes)))
 
 
+def validate_request(run_dir: Path, *, precisions: Sequence[str], candidates: Sequence[str] = (),
+                     top_k: int | None = None, rounds: int | None = None, passes: int | None = None,
+                     iterations: int = 60, warmup: int = 10) -> dict:
+    """Check a profile request against its run before anything is exported or measured;
+    returns the leaderboard. One-line ConfigError/RunDirError naming the wrong value."""
+    from ..rundir import RunDir
+
+    run_dir = Path(run_dir)
+    board = RunDir.open(run_dir).board
+    ids = [c.get("id") for c in board.get("candidates", [])]
+    if board.get("selected") not in ids:
+        # The report is rendered from the selection after measuring: refuse it now, not then.
+        raise RunDirError(f"{run_dir}: the selected candidate '{board.get('selected')}' is not among the "
+                          f"run's {len(ids)} candidates; rerun 'codesign search' to rewrite the leaderboard")
+    if not precisions:
+        raise ConfigError(f"no --precision given; use one or more of {', '.join(PRECISIONS)}")
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise ConfigError(f"--precision '{p}' is not a precision codesign exports; "
+                              f"use one of {', '.join(PRECISIONS)}")
+    for name, value, least in (("--top", top_k, 1), ("--rounds", rounds, 1), ("--passes", passes, 1),
+                               ("--iterations", iterations, 1), ("--warmup", warmup, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"{name} {value}: must be at least {least}; pass {name} {max(least, 1)} or more")
+    if passes is not None and iterations < passes:
+        raise ConfigError(f"--iterations {iterations} in --passes {passes}: every pass needs at least one "
+                          f"sample; pass --iterations {passes} or more, or fewer --passes")
+    heads = sorted(p.stem for p in (run_dir / "heads").glob("*.safetensors"))
+    for cid in candidates:
+        if cid not in heads:
+            raise RunDirError(f"{run_dir}: --candidate '{cid}' has no saved head in this run; pick one of "
+                              f"{', '.join(heads) or '(none)'} (see 'codesign show {run_dir}')")
+    return board
+
+
 def _host_outputs(artefact_dir: Path, job_dir: Path) -> tuple[np.ndarray, list[int]]:
     """The host's probabilities on the job's inputs, and each input's real length."""
     session = ort_session(artefact_dir / "model.onnx")
@@ -69,51 +117,70 @@ def _host_outputs(artefact_dir: Path, job_dir: Path) -> tuple[np.ndarray, list[i
     return outputs, [int(n) for n in lengths]
 
 
-def check_outputs(report: dict, expected: np.ndarray, precision: str, where: str) -> float:
-    """The board's outputs against the host's on the same inputs; returns the max |Δprob|."""
-    got = np.asarray(report.get("outputs", []), dtype=np.float32)
-    if got.shape != expected.shape:
+def judge_outputs(got, reference: np.ndarray, precision: str, where: str) -> tuple[float, float]:
+    """A target's outputs against the fp32 reference (the fp32 artefact run on the host) at the
+    precision's stated tolerance (``ON_TARGET``); returns (max |Δprob|, argmax agreement).
+
+    Never against the host's own int8 outputs: those depend on the host's integer kernels
+    (AVX-512 VNNI or not), so a correct board would pass on one host and fail on another."""
+    got = np.asarray(got, dtype=np.float32)
+    if got.shape != reference.shape:
         raise ValidationMismatchError(f"{where}: agent returned outputs of shape {got.shape}, "
-                                      f"expected {expected.shape}; the artefact or agent is wrong")
-    tol = CROSS_PLATFORM["fp32" if precision == "fp32" else "int8"]
-    diff = float(np.abs(got - expected).max())
-    agree = float((got.argmax(1) == expected.argmax(1)).mean())
+                                      f"expected {reference.shape}; the artefact or agent is wrong")
+    tol = ON_TARGET[precision]
+    diff = float(np.abs(got - reference).max())
+    agree = float((got.argmax(1) == reference.argmax(1)).mean())
     if diff > tol.max_abs_prob or agree < tol.min_argmax_agreement:
         raise ValidationMismatchError(
-            f"{where}: outputs differ from the host's by max |Δprob| {diff:.3g} (tolerance "
-            f"{tol.max_abs_prob:g}), argmax agreement {agree:.0%}; the {precision} artefact is not "
-            "functionally right on this target")
-    return diff
+            f"{where}: outputs differ from the fp32 reference by max |Δprob| {diff:.3g} (tolerance "
+            f"{tol.max_abs_prob:g} for {precision}), argmax agreement {agree:.0%} (needs "
+            f"{tol.min_argmax_agreement:.0%}); the {precision} artefact is not functionally right on this target")
+    return diff, agree
 
 
 def measure_one(target: Target, run_dir: Path, base_id: str, precision: str, texts, plan: ProfilePlan,
                 run_id: str) -> CostRecord:
     artefact_dir, meta = export_artefact(run_dir, base_id, precision)
+    fp32_dir = artefact_dir if precision == "fp32" else export_artefact(run_dir, base_id, "fp32")[0]
+    check = meta.get("validation") or {}
+    if precision != "fp32" and check.get("passed") is False:
+        # Kept as the best recipe tried, but already outside its tolerance on the host: there is
+        # nothing a target's outputs could be judged right against.
+        raise QuantizationError(
+            f"candidate {meta['candidate_id']}: no {precision} recipe stays within tolerance of PyTorch "
+            f"(max |Δprob| {check.get('max_abs_prob', float('nan')):.3g}, argmax agreement "
+            f"{check.get('argmax_agreement', 0):.0%}); not measured — profile its fp32 variant instead")
     with tempfile.TemporaryDirectory(prefix="codesign-job-") as tmp:
         job_dir = Path(tmp) / "job"
         # Each pass times every input equally often: as many inputs as samples per pass at most.
         crc = build_job(artefact_dir, texts, job_dir, n_inputs=min(plan.n_inputs, plan.iterations_per_pass),
                         provider=_provider(target))
-        expected, lengths = _host_outputs(artefact_dir, job_dir)
+        reference, lengths = _host_outputs(fp32_dir, job_dir)
         report = target.run_agent(job_dir, warmup=plan.warmup, iterations=plan.iterations_per_pass,
                                   threads=target.spec.threads)
     where = f"target '{target.spec.name}', candidate {meta['candidate_id']}"
-    diff = check_outputs(report, expected, precision, where)
-    log.info("%s: outputs match the host within %.2g", where, diff)
+    samples = report.get("latency_ms_samples") or []
+    if len(samples) != plan.iterations_per_pass:
+        raise TargetError(f"{where}: the agent returned {len(samples)} latency samples, "
+                          f"{plan.iterations_per_pass} were asked; the agent on the target is out of date "
+                          "or was cut short — rerun to measure it again")
+    diff, agree = judge_outputs(report.get("outputs", []), reference, precision, where)
+    log.info("%s: outputs match the fp32 reference within %.2g", where, diff)
     runtime = report.get("runtime", {})
     host = {"cpu_model": report.get("cpu_model") or "", "governor": report.get("governor") or "",
             "machine": report.get("machine", ""), "python": report.get("python", ""),
             "emulation_evidence": report.get("emulation_evidence", ""),
-            "outputs_max_abs_diff_vs_host": f"{diff:.3g}"}
+            "outputs_reference": "fp32 artefact on the host",
+            "outputs_max_abs_diff_vs_fp32": f"{diff:.3g}", "outputs_argmax_agreement_vs_fp32": f"{agree:.3g}"}
     return CostRecord(
         target=target.spec.name, target_hash=target.spec.hash, candidate_id=meta["candidate_id"],
         candidate=meta["candidate"], precision=precision, recipe=meta.get("recipe", ""),
         runtime=runtime.get("name", "onnxruntime"), runtime_version=runtime.get("version", ""),
         provider=runtime.get("provider", "CPU"), threads=int(report.get("threads", target.spec.threads)),
         warmup=int(report["warmup"]), iterations=int(report["iterations"]),
-        latency_ms_samples=tuple(report["latency_ms_samples"]),
+        latency_ms_samples=tuple(samples),
         # The agent times input i % N at sample i (see bundle/agent.py).
-        input_tokens=tuple(lengths[i % len(lengths)] for i in range(len(report["latency_ms_samples"]))),
+        input_tokens=tuple(lengths[i % len(lengths)] for i in range(len(samples))),
         peak_rss_bytes=int(report.get("peak_rss_bytes", 0)), model_bytes=int(meta["model_bytes"]),
         load_ms=float(report.get("load_ms", 0.0)), input_crc=crc, emulated=bool(report.get("emulated")),
         predicted_latency_ms=plan.predicted.get(meta["candidate_id"]), host=host, run_id=run_id,
@@ -127,8 +194,6 @@ def _provider(target: Target) -> str:
 
 def profile(target: Target, plan: ProfilePlan, store, texts, session_id: str) -> list[CostRecord]:
     """Measure every (candidate, precision, pass) of the plan not yet done in this session."""
-    from dataclasses import replace
-
     from ..search.fit import SavedHead
 
     work = []
@@ -153,16 +218,14 @@ def profile(target: Target, plan: ProfilePlan, store, texts, session_id: str) ->
                 continue
             try:
                 record = measure_one(target, plan.run_dir, base_id, precision, texts, plan, run_id)
-            except ValidationMismatchError:
-                raise
-            except CodesignError as exc:
-                if "quantization" in str(exc).lower():
-                    log.warning("skipping %s: %s", cid, exc)
-                    skipped.add(cid)
-                    store.mark_done(session_id, key)
-                    advance()
-                    continue
-                raise
+            except QuantizationError as exc:  # this variant cannot be measured; the others can
+                log.warning("skipping %s: %s", cid, exc)
+                skipped.add(cid)
+                store.mark_done(session_id, key)
+                advance()
+                continue
+            # Which session and pass made it: provisional until the session finishes.
+            record = replace(record, host={**record.host, "profile_session": session_id, "profile_unit": key})
             store.append(record, session_id=session_id, progress_key=key)
             records.append(record)
             advance()
@@ -174,13 +237,54 @@ def _progress_key(cid: str, pass_no: int, passes: int) -> str:
     return cid if passes == 1 else f"{cid}#{pass_no + 1}/{passes}"
 
 
-def session_id_for(run_dir: Path, target: Target, plan: ProfilePlan, round_no: int) -> str:
-    import hashlib
-
-    key = json.dumps([str(run_dir.resolve()), target.spec.hash, sorted(plan.base_ids), plan.precisions,
-                      plan.warmup, plan.iterations, round_no]
-                     + ([sorted(plan.work()), plan.passes] if plan.pairs is not None or plan.passes != 1 else []))
+def session_id_for(run_dir: Path, target: Target, plan: ProfilePlan) -> str:
+    """Same run, target spec hash and plan → same session (whichever loop round asks for it)."""
+    key = json.dumps([str(Path(run_dir).resolve()), target.spec.hash, sorted(map(list, plan.work())),
+                      plan.passes, plan.warmup, plan.iterations, plan.n_inputs])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _plan_of(planned: Sequence[str], run_dir: Path, variants: Mapping[str, tuple[str, str]],
+             warmup: int, iterations: int, n_inputs: int) -> ProfilePlan | None:
+    """The plan behind a session's progress keys (``cid`` or ``cid#pass/passes``); None when a
+    candidate is not among ``variants`` (id → (base id, precision))."""
+    pairs, passes = set(), set()
+    for key in planned:
+        cid, _, pass_ = key.partition("#")
+        if cid not in variants:
+            return None
+        pairs.add(variants[cid])
+        passes.add(int(pass_.partition("/")[2]) if pass_ else 1)
+    if not pairs or len(passes) != 1:
+        return None
+    pairs_list = sorted(pairs)
+    return ProfilePlan(run_dir, sorted({b for b, _ in pairs_list}), tuple(sorted({p for _, p in pairs_list})),
+                       warmup=warmup, iterations=iterations, n_inputs=n_inputs, pairs=pairs_list,
+                       passes=passes.pop())
+
+
+def resume_unfinished(target: Target, run_dir: Path, store, texts, variants: Mapping[str, tuple[str, str]], *,
+                      warmup: int, iterations: int, passes: int, n_inputs: int = 32) -> list[CostRecord]:
+    """Finish this run's interrupted profile sessions on this target whose plan these settings
+    would make again; returns every record of the sessions it finished (old passes included).
+
+    The loop calls it before ranking: its first round would otherwise see new artefacts (their
+    accuracy) and plan something else, and the interrupted candidates would never complete."""
+    run_dir = Path(run_dir)
+    out = []
+    for s in store.unfinished_sessions(target=target.spec.name, run_id=run_dir.name):
+        plan = _plan_of(s["planned"], run_dir, variants, warmup, iterations, n_inputs)
+        if plan is None or plan.passes != passes or session_id_for(run_dir, target, plan) != s["session_id"]:
+            log.info("profile session %s was interrupted with other settings; left as is (its %d "
+                     "measurements stay provisional)", s["session_id"], len(s["done"]))
+            continue
+        old = store.session_records(s["session_id"])
+        plan.predicted = {r.candidate_id: r.predicted_latency_ms for r in old if r.predicted_latency_ms is not None}
+        log.info("profile session %s: resuming the interrupted measurement of %d candidate(s)",
+                 s["session_id"], len(plan.work()))
+        profile(target, plan, store, texts, s["session_id"])
+        out += store.session_records(s["session_id"])
+    return out
 
 
 def profile_candidates(run_dir: Path, target: Target, store, base_ids: list[str],
@@ -188,10 +292,10 @@ def profile_candidates(run_dir: Path, target: Target, store, base_ids: list[str]
                        passes: int = 1) -> list[CostRecord]:
     """Measure exactly these candidates of a run (no loop); resumable like any session."""
     from ..pipeline import run_dataset
-    from ..report.write import read_leaderboard
 
-    board = read_leaderboard(run_dir)
+    board = validate_request(Path(run_dir), precisions=precisions, candidates=base_ids, passes=passes,
+                             iterations=iterations, warmup=warmup)
     plan = ProfilePlan(Path(run_dir), list(base_ids), tuple(precisions), warmup=warmup, iterations=iterations,
                        passes=passes)
     texts = run_dataset(board).validation.texts
-    return profile(target, plan, store, texts, session_id_for(Path(run_dir), target, plan, 0))
+    return profile(target, plan, store, texts, session_id_for(Path(run_dir), target, plan))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..boards.base import Target
 from ..features.backbone import backbone_info, resolve_model
-from ..profiling.stats import median
+from ..profiling.stats import pooled_stats
 from .candidate import Candidate
 from .cost_model import CostModel, mix_tokens, prediction_report
 from .select import Budgets, pareto_front, select
@@ -38,7 +38,8 @@ def _variants(board: dict, run_dir: Path, precisions) -> list[dict]:
 
 def _fit(store, target: Target, infos, seq_len, variants):
     heads = {v["cand"].id: (v["head_params"], 2 * v["head_params"]) for v in variants}
-    model = CostModel.fit(store.records(target=target.spec.name), target.spec, infos, seq_len,
+    # settled: an interrupted session's records (fewer samples than asked) are not measurements.
+    model = CostModel.fit(store.records(target=target.spec.name, settled=True), target.spec, infos, seq_len,
                           heads=heads, include_emulated=False)
     if model.n_records or target.spec.emulation.method != "qemu-user":
         return model
@@ -47,7 +48,7 @@ def _fit(store, target: Target, infos, seq_len, variants):
     from ..config.target_spec import load_target_spec
 
     host = load_target_spec("host")
-    host_model = CostModel.fit(store.records(target="host"), host, infos, seq_len, heads=heads)
+    host_model = CostModel.fit(store.records(target="host", settled=True), host, infos, seq_len, heads=heads)
     return CalibratedModel(model, host_model, target.spec.emulation.latency_scale)
 
 
@@ -97,14 +98,21 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
               max_model_mb: float | None = None, tolerance: float = 0.005, warmup: int = 10,
               iterations: int = 60, passes: int | None = None) -> dict:
     from .. import pipeline
-    from ..profiling.runner import ProfilePlan, profile, session_id_for
-    from ..report.write import read_leaderboard, write_run
+    from ..profiling.runner import (
+        ProfilePlan,
+        profile,
+        resume_unfinished,
+        session_id_for,
+        validate_request,
+    )
+    from ..report.write import write_run
 
+    board = validate_request(run_dir, precisions=precisions, top_k=top_k, rounds=rounds, passes=passes,
+                             iterations=iterations, warmup=warmup)
     if passes is None:
         # The host is a shared machine whose load drifts: interleave. A board is dedicated, and
         # each extra agent start over SSH or serial costs seconds.
         passes = 3 if target.spec.kind == "local" else 1
-    board = read_leaderboard(run_dir)
     infos = {name: backbone_info(resolve_model(m["path"])) for name, m in board["models"].items()}
     seq_len = board_seq_len(board)
     budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
@@ -112,6 +120,15 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
     history, predicted_before = [], {}
     chosen_id = None
     ranking = (board, run_dir, precisions, store, target, infos, seq_len, budgets, tolerance)
+    # An interrupted call of the same request first finishes the passes it left undone.
+    ids = {v["cand"].id: (v["base_id"], v["cand"].precision) for v in _variants(board, run_dir, precisions)}
+    resumed = resume_unfinished(target, run_dir, store, dataset.validation.texts, ids, warmup=warmup,
+                                iterations=iterations, passes=passes)
+    if resumed:
+        for r in resumed:
+            if r.predicted_latency_ms is not None:
+                predicted_before.setdefault(r.candidate_id, r.predicted_latency_ms)
+        history.append({"round": "resumed", "to_measure": sorted({r.candidate_id for r in resumed})})
     for round_no in range(1, rounds + 1):
         variants, model, costs, feasible, front, idx = rank(*ranking)
         accs = [v["val_acc"] for v in variants]
@@ -122,7 +139,8 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         # Emulated records never enter the cost model, but they did check the candidate on
         # this target: measuring them again each round would learn nothing. (A real record on
         # another input-length mix is a fit point, not this run's measurement: measure again.)
-        done = store.measured_candidates(target.spec.name, threads=target.spec.threads, emulated=True)
+        done = store.measured_candidates(target.spec.name, threads=target.spec.threads, emulated=True,
+                                         settled=True)
         todo = [i for i in wanted if costs[i].source != "measured" and variants[i]["cand"].id not in done]
         history.append({"round": round_no, "selected": new_choice, "n_records": model.n_records,
                         "to_measure": [variants[i]["cand"].id for i in todo]})
@@ -139,7 +157,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         plan = ProfilePlan(run_dir, sorted({b for b, _ in pairs}), tuple(sorted({p for _, p in pairs})),
                            warmup=warmup, iterations=iterations, predicted=dict(predicted_before),
                            pairs=pairs, passes=passes)
-        profile(target, plan, store, dataset.validation.texts, session_id_for(run_dir, target, plan, round_no))
+        profile(target, plan, store, dataset.validation.texts, session_id_for(run_dir, target, plan))
     # Final state: measured where measured, the refitted model elsewhere. A selection must meet
     # its budget by measurement, not by prediction: measure it, refit, re-select (bounded).
     variants, model, costs, feasible, front, idx = rank(*ranking)
@@ -147,13 +165,13 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         if idx is None or costs[idx].source == "measured" or target.emulate:
             break
         cand = variants[idx]["cand"]
-        if cand.id in store.measured_candidates(target.spec.name, threads=target.spec.threads, emulated=True):
+        if cand.id in store.measured_candidates(target.spec.name, threads=target.spec.threads, emulated=True,
+                                                settled=True):
             break  # checked on this target already (emulated): nothing more to learn
         predicted_before.setdefault(cand.id, costs[idx].latency_ms)
         plan = ProfilePlan(run_dir, [variants[idx]["base_id"]], (cand.precision,), warmup=warmup,
                            iterations=iterations, predicted=dict(predicted_before), passes=passes)
-        profile(target, plan, store, dataset.validation.texts,
-                session_id_for(run_dir, target, plan, rounds + 1 + extra))
+        profile(target, plan, store, dataset.validation.texts, session_id_for(run_dir, target, plan))
         history.append({"round": f"confirm-{extra + 1}", "to_measure": [cand.id]})
         variants, model, costs, feasible, front, idx = rank(*ranking)
     accs = [v["val_acc"] for v in variants]
@@ -165,14 +183,11 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
                "feasible": feasible[i], "infeasible_reasons": budgets.violations(c)}
         if c.source == "measured":
             recs = model.measured_for(v["cand"])
-            samples = [s for r in recs for s in r.latency_ms_samples]
             # The model given the measured inputs' lengths (the run's median when unknown).
             at = mix_tokens(recs)
             refit = model.predict(v["cand"], v["head_params"], 2 * v["head_params"], use_measured=False,
                                   tokens=at)
-            row["measured"] = {"latency_ms_median": median(samples), "n_samples": len(samples),
-                               "n_records": len(recs), "median_input_tokens": at,
-                               "spread_ms_p10_p90": _spread(samples)}
+            row["measured"] = {**measured_summary(recs), "median_input_tokens": at}
             row["predicted_before_ms"] = predicted_before.get(v["cand"].id)
             row["predicted_after_ms"] = refit.latency_ms
         rows.append(row)
@@ -198,8 +213,11 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
     return summary
 
 
-def _spread(samples):
-    if not samples:
-        return None
-    s = sorted(samples)
-    return [s[int(0.1 * (len(s) - 1))], s[int(0.9 * (len(s) - 1))]]
+def measured_summary(records) -> dict:
+    """Median, p10/p90 and counts of a candidate's pooled samples, by the one definition of
+    :mod:`toolchain.profiling.stats` (``codesign results`` reports the same numbers)."""
+    st = pooled_stats(records)
+    if st is None:
+        return {"latency_ms_median": None, "n_samples": 0, "n_records": len(records), "spread_ms_p10_p90": None}
+    return {"latency_ms_median": st.median_ms, "n_samples": st.n, "n_records": len(records),
+            "spread_ms_p10_p90": [st.p10_ms, st.p90_ms]}

@@ -9,7 +9,8 @@
   wholly present or absent.
 * ``profile_sessions``/``profile_progress`` say which candidates of a profile session are done,
   so an interrupted ``codesign profile`` resumes where it stopped. A record and its progress mark
-  commit together.
+  commit together. A record made in a session names it (``host["profile_session"]``); until
+  that session finishes its records are provisional, and ``settled=True`` reads leave them out.
 
 Do not share a RecordStore across ``fork()``; open one per process.
 """
@@ -44,6 +45,9 @@ _COLUMNS = tuple(_JSON_FIELDS.get(f, f) for f in _FIELDS)
 _INSERT = (f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
            "ON CONFLICT(record_id) DO NOTHING")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM records"
+# Not made in a profile session that is still unfinished (interrupted, or under way).
+_SETTLED = ("(json_extract(host_json, '$.profile_session') IS NULL OR json_extract(host_json, "
+            "'$.profile_session') NOT IN (SELECT session_id FROM profile_sessions WHERE finished_at IS NULL))")
 
 
 def default_db_path() -> Path:
@@ -253,8 +257,10 @@ class RecordStore:
         *,
         precision: str | None = None,
         target_hash: str | None = None,
+        settled: bool = False,
     ) -> list[CostRecord]:
-        """Records matching every given filter, oldest first."""
+        """Records matching every given filter, oldest first; with ``settled``, none from an
+        unfinished profile session (an interrupted candidate has fewer samples than asked)."""
         clauses, params = [], []
         for column, value in (("target", target), ("candidate_id", candidate_id), ("run_id", run_id),
                               ("precision", precision), ("target_hash", target_hash)):
@@ -264,6 +270,8 @@ class RecordStore:
         if emulated is not None:
             clauses.append("emulated = ?")
             params.append(int(emulated))
+        if settled:
+            clauses.append(_SETTLED)
         sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY rowid"
         with self._guard("read"):
             rows = self._conn.execute(sql, params).fetchall()
@@ -271,9 +279,10 @@ class RecordStore:
 
     def measured_candidates(
         self, target: str, *, emulated: bool | None = None, precision: str | None = None,
-        threads: int | None = None,
+        threads: int | None = None, settled: bool = False,
     ) -> set[str]:
-        """Ids of the candidates with at least one record on ``target``."""
+        """Ids of the candidates with at least one record on ``target`` (``settled``: outside any
+        unfinished profile session)."""
         sql, params = "SELECT DISTINCT candidate_id FROM records WHERE target = ?", [target]
         if emulated is not None:
             sql += " AND emulated = ?"
@@ -284,6 +293,8 @@ class RecordStore:
         if threads is not None:
             sql += " AND threads = ?"
             params.append(int(threads))
+        if settled:
+            sql += " AND " + _SETTLED
         with self._guard("read"):
             return {r[0] for r in self._conn.execute(sql, params)}
 
@@ -327,6 +338,24 @@ class RecordStore:
         with self._guard("write a profile session to"), self._write() as db:
             db.execute("UPDATE profile_sessions SET finished_at = ? WHERE session_id = ?",
                        (utc_now_iso(), session_id))
+
+    def unfinished_sessions(self, *, target: str | None = None, run_id: str | None = None) -> list[dict]:
+        """Profile sessions begun and never finished (see :meth:`session`), oldest first."""
+        sql, params = "SELECT session_id FROM profile_sessions WHERE finished_at IS NULL", []
+        for column, value in (("target", target), ("run_id", run_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        with self._guard("read"):
+            ids = [r[0] for r in self._conn.execute(sql + " ORDER BY rowid", params)]
+        return [s for s in map(self.session, ids) if s is not None]
+
+    def session_records(self, session_id: str) -> list[CostRecord]:
+        """The records a profile session made, oldest first."""
+        sql = _SELECT + " WHERE json_extract(host_json, '$.profile_session') = ? ORDER BY rowid"
+        with self._guard("read"):
+            rows = self._conn.execute(sql, (session_id,)).fetchall()
+        return [_from_row(r) for r in rows]
 
     def session(self, session_id: str) -> dict | None:
         """``{session_id, target, run_id, created_at, finished_at, planned, done}`` or None."""
