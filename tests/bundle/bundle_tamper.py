@@ -96,7 +96,7 @@ class Zeros(io.RawIOBase):
 
 def write_tar(path: Path, entries) -> Path:
     """``entries``: (TarInfo, bytes | int | None): data, a count of zero bytes, or nothing."""
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+    with tarfile.open(path, "w:gz", compresslevel=9) as tar:
         for info, data in entries:
             if isinstance(data, int):
                 info.size = data
