@@ -255,3 +255,24 @@ def test_killed_loop_resumes_its_session_and_measures_only_what_is_missing(tiny_
     for v in summary["variants"]:
         if "measured" in v:
             assert v["measured"]["n_samples"] == ITERATIONS and v["measured"]["n_records"] == PASSES
+
+
+@pytest.mark.slow
+def test_emulated_rpi4_int8_passes_on_this_host_whatever_its_int8_kernels(tiny_run):
+    """The real path: the emulated Pi (aarch64 onnxruntime under qemu-user) judged on this host,
+    whether or not it has AVX-512 VNNI. Needs a prebuilt rootfs (CODESIGN_ROOTFS_CACHE, as
+    tests/ssh builds it)."""
+    from toolchain.boards.emulation import DEFAULT_ROOTFS
+
+    cache = os.environ.get("CODESIGN_ROOTFS_CACHE")
+    if not cache or not (Path(cache) / DEFAULT_ROOTFS / ".codesign-rootfs.json").is_file():
+        pytest.skip("no prebuilt arm64 rootfs; set CODESIGN_ROOTFS_CACHE (see tests/ssh/conftest.py)")
+    base = _passing_int8_head(tiny_run)
+    target = open_target("rpi4", emulate=True)
+    with RecordStore() as store:
+        records = profile_candidates(tiny_run, target, store, [base], ("fp32", "int8-dynamic"),
+                                     warmup=1, iterations=2)
+    assert {r.precision for r in records} == {"fp32", "int8-dynamic"}
+    for r in records:
+        assert r.emulated and r.host["machine"] == "aarch64"
+        assert float(r.host["outputs_max_abs_diff_vs_fp32"]) <= ON_TARGET[r.precision].max_abs_prob
