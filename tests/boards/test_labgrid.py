@@ -368,3 +368,27 @@ def test_one_board_killed_mid_run_the_other_completes(tiny_run, boards, farm, tm
         (session,) = store.unfinished_sessions(target="board-b")
         assert sorted(session["done"]) == sorted(r.candidate_id for r in b)  # progress matches
         assert not store.unfinished_sessions(target="board-a")
+
+
+def test_the_ci_example_env_and_its_target_file_load(labgrid, tmp_path):
+    """ci/labgrid-env.yaml's header holds an example target file: both must stay loadable."""
+    import shutil
+
+    from labgrid.config import Config
+
+    env = Path(__file__).resolve().parents[2] / "ci" / "labgrid-env.yaml"
+    lines = env.read_text().splitlines()
+    start = lines.index("#   # targets/lab-rpi4-1.toml") + 1
+    body = []
+    for line in lines[start:]:
+        if line.strip() == "#":
+            break
+        body.append(line[4:].split("  #")[0])
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "targets").mkdir()
+    shutil.copy(env, tmp_path / "ci" / env.name)
+    (tmp_path / "targets" / "lab-rpi4-1.toml").write_text("\n".join(body) + "\n")
+    spec = load_target_spec(tmp_path / "targets" / "lab-rpi4-1.toml")
+    assert spec.kind == "labgrid" and Path(spec.labgrid.env) == tmp_path / "ci" / env.name
+    assert spec.labgrid.target in Config(spec.labgrid.env).get_targets()
+    assert spec.labgrid.coordinator and spec.labgrid.power_cycle_on_hang
