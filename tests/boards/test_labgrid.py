@@ -138,10 +138,8 @@ def test_strategy_failure_is_target_error_and_releases(labgrid, tmp_path):
     _fake_service(tmp_path, boot_timeout=2.0)  # the strategy waits for 127.0.0.1:9: silence
     path = write_target(tmp_path, "lab", env="farm.yaml", lg_target="rpi4-1")
     target = open_target(str(path))
-    started = time.monotonic()
     with pytest.raises(TargetError, match=r"could not be brought to 'shell'.*did not come up"):
         target.prepare()
-    assert time.monotonic() - started < 60
     assert target._lg_target is None
 
 
