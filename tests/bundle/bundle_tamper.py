@@ -47,9 +47,10 @@ def tamper_runner(folder: Path, marker: Path) -> Path:
     """runner.py that first leaves ``marker`` behind (proof that it ran), then a re-hashed
     manifest: only the signature can tell."""
     runner = Path(folder) / "runner.py"
-    runner.write_text(
-        f"open({str(marker)!r}, 'w').write('the tampered runner ran')\n" + runner.read_text()
-    )
+    head, future, rest = runner.read_text().partition("from __future__ import annotations\n")
+    assert future, "runner.py lost its __future__ import: put the payload after it"
+    payload = f"open({str(marker)!r}, 'w').write('the tampered runner ran')\n"
+    runner.write_text(head + future + payload + rest)
     return rehash(folder)
 
 
