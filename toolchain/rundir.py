@@ -126,7 +126,7 @@ def _selection_from_loop(loop: dict) -> dict:
         "base_id": loop.get("selected_base"),
         "precision": row.get("precision"),
         "source": "measured" if cost.get("source") == "measured" else "predicted",
-        "emulated": bool(loop.get("emulated")),
+        "emulated": bool(cost.get("emulated", loop.get("emulated"))),
         "latency_ms": cost.get("latency_ms"),
         "model_bytes": cost.get("model_bytes"),
         "val_acc": row.get("val_acc"),

@@ -53,6 +53,7 @@ def _firmware_tools() -> bool:
 def bundle_run(tiny_bert, toy_spec, tmp_path_factory) -> BundleRun:
     from toolchain.boards.registry import open_target
     from toolchain.bundle.build import build_bundle
+    from toolchain.flows.bundle import bundle_for_target
     from toolchain.pipeline import RunConfig, run
     from toolchain.report.write import read_leaderboard
     from toolchain.search.loop import co_design
@@ -99,10 +100,13 @@ def bundle_run(tiny_bert, toy_spec, tmp_path_factory) -> BundleRun:
                 allow_unmeasured=True,
                 store=store,
             )
-            rpi4 = build_bundle(run_dir, "rpi4", out, allow_unmeasured=True, store=store)
+            # Never profiled there: the bundle flow predicts rpi4's own selection first.
+            rpi4 = bundle_for_target(run_dir, open_target("rpi4"), out, allow_unmeasured=True,
+                                     store=store)
             mcu = mcu_other = None
             if _firmware_tools():
-                mcu = build_bundle(run_dir, "mcu-pty", out, allow_unmeasured=True, store=store)
+                mcu = bundle_for_target(run_dir, open_target("mcu-pty"), out,
+                                        allow_unmeasured=True, store=store)
                 mcu_other = build_bundle(
                     run_dir,
                     "mcu-pty",

@@ -295,14 +295,14 @@ def test_mcu_qemu_bundle_deploy_and_bench_gate(bundle_run, tmp_path, monkeypatch
     """The MCU in QEMU: instruction counts make the gate deterministic there."""
     if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
         pytest.skip("needs arm-none-eabi-gcc and qemu-system-arm")
-    from toolchain.bundle.build import build_bundle
+    from toolchain.flows.bundle import bundle_for_target
 
     monkeypatch.setenv("CODESIGN_HOME", str(bundle_run.home))
-    with bundle_run.store() as store:
-        folder = build_bundle(
-            bundle_run.run_dir, "mcu-qemu", tmp_path, allow_unmeasured=True, store=store
-        )
     target = open_target("mcu-qemu")
+    with bundle_run.store() as store:
+        folder = bundle_for_target(
+            bundle_run.run_dir, target, tmp_path, allow_unmeasured=True, store=store
+        )
     assert deploy(target, archive_path(folder))["self_check"]["passed"]
     base = bench(target, folder, json_out=tmp_path / "base.json")
     assert base["accuracy"]["int8_exact"] and "instructions" in base["unit"]

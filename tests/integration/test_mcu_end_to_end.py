@@ -13,8 +13,9 @@ from integration_helpers import needs_cc, needs_qemu, saved_heads, tiny_flash_ta
 
 from toolchain.boards.registry import open_target
 from toolchain.errors import ValidationMismatchError
+from toolchain.flows.profile import profile_mcu
 from toolchain.mcu.budget import FIRMWARE_FLASH_BYTES
-from toolchain.profiling.mcu import PRECISION, profile_mcu
+from toolchain.profiling.mcu import PRECISION
 from toolchain.store.db import RecordStore
 
 pytestmark = pytest.mark.slow

@@ -251,7 +251,7 @@ def test_killed_loop_resumes_its_session_and_measures_only_what_is_missing(tiny_
         after = store.records(target="host")
         assert store.unfinished_sessions() == []
     check_resumed(planned, done, before, after)
-    summary = json.loads((tiny_run / "loop.json").read_text())
+    summary = json.loads((tiny_run / "loop-host.json").read_text())
     for v in summary["variants"]:
         if "measured" in v:
             assert v["measured"]["n_samples"] == ITERATIONS and v["measured"]["n_records"] == PASSES

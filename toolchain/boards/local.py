@@ -16,6 +16,9 @@ from .ssh_target import AGENT_PATH, parse_agent_report
 
 @register_kind("local")
 class LocalTarget(Target):
+    # The host is a shared machine whose load drifts: interleave three passes.
+    default_passes = 3
+
     def reachability(self) -> Reachability:
         return Reachability(True, f"this machine ({sys.executable})")
 
@@ -36,3 +39,5 @@ class LocalTarget(Target):
 @register_kind("emulated")
 class EmulatedLocalTarget(LocalTarget):
     """A target that only exists as an emulation run on this machine."""
+
+    default_passes = 1

@@ -18,6 +18,7 @@ _BUILTIN_MODULES = {
     "serial": "toolchain.boards.serial_target",
     "emulated": "toolchain.boards.local",
     "labgrid": "toolchain.boards.labgrid_target",  # needs the extra codesign[farm]
+    "fake": "toolchain.boards.fake",
 }
 ENTRY_POINT_GROUP = "codesign.target_kinds"
 

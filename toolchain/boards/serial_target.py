@@ -66,6 +66,9 @@ class McuRun:
 
 @register_kind("serial")
 class SerialTarget(Target):
+    # A microcontroller holds the int8 head; the backbone runs upstream (issue 5, option a).
+    measures = "head"
+
     def __init__(
         self, spec: TargetSpec, *, emulate: bool = False, build_dir: Path | None = None
     ) -> None:

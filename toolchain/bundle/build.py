@@ -24,7 +24,8 @@ import numpy as np
 from .. import __version__
 from ..config.target_spec import TargetSpec, load_target_spec
 from ..errors import BundleError, RunDirError
-from ..search.candidate import PRECISIONS, Candidate
+from ..rundir import RunDir
+from ..search.candidate import Candidate
 from .archive import FIXED_MTIME, write_archive
 from .manifest import SCHEMA_VERSION, write_manifest
 
@@ -35,28 +36,23 @@ N_MCU_REFERENCE = 16
 
 # ---- what to bundle ----------------------------------------------------------------------------
 def resolve_candidate(
-    board: dict, run_dir: Path, candidate_id: str | None
-) -> tuple[Candidate, str]:
-    """(candidate, fp32 base id) for ``candidate_id``, or for the run's selection: the co-design
-    loop's when ``codesign profile`` ran, else the search's."""
+    run: RunDir, spec: TargetSpec, candidate_id: str | None
+) -> tuple[Candidate, str, str]:
+    """(candidate, fp32 base id, selection source) for ``candidate_id`` ("explicit"), or for
+    this target's own selection in the run ("measured" or "predicted"). Never another target's:
+    a target with no selection is an error here; the bundle flow predicts one for it first."""
+    source = "explicit"
     if candidate_id is None:
-        loop = board.get("loop") or {}
-        candidate_id = loop.get("selected") or board.get("selected")
-        if not candidate_id:
+        sel = run.selection(spec.name, spec.hash)
+        if sel is None:
             raise RunDirError(
-                f"{run_dir}: the run selected no candidate; pass --candidate ID "
-                "(ids: codesign show RUN_DIR)"
+                f"{run.path}: no selection for target '{spec.name}' (spec {spec.hash[:12]}) in "
+                f"this run; run 'codesign profile --target {spec.name}', or 'codesign bundle' "
+                "to predict one for it, or pass --candidate ID"
             )
-    for entry in board.get("candidates", []):
-        base = Candidate.from_dict(entry)
-        for precision in PRECISIONS:
-            cand = replace(base, precision=precision)
-            if cand.id == candidate_id:
-                return cand, entry["id"]
-    raise RunDirError(
-        f"{run_dir}: candidate '{candidate_id}' is not in this run (nor any precision variant of "
-        "one); list them with 'codesign show RUN_DIR'"
-    )
+        candidate_id, source = sel["candidate_id"], sel["source"]
+    cand, base_id = run.resolve(candidate_id)
+    return cand, base_id, source
 
 
 def find_cost_record(store, spec: TargetSpec, candidate_id: str):
@@ -120,15 +116,7 @@ def _host_versions() -> dict[str, str]:
 
 
 def _dataset(board: dict, run_dir: Path):
-    from ..pipeline import run_dataset
-
-    dataset = run_dataset(board)
-    if dataset.fingerprint() != board.get("dataset_fingerprint"):
-        raise RunDirError(
-            f"{run_dir}: dataset '{board['config']['dataset']}' changed since this run; "
-            "rerun 'codesign run'"
-        )
-    return dataset
+    return RunDir(Path(run_dir), board).dataset()  # checked against the run's fingerprint
 
 
 # ---- the two kinds of bundle ------------------------------------------------------------------------
@@ -326,7 +314,6 @@ def build_bundle(
     else codesign's own key (see signing.py). Raises BundleError for a candidate without a
     measurement on this target (unless ``allow_unmeasured``), RunDirError for a run or
     candidate that does not exist, ConfigError for an unusable key."""
-    from ..report.write import read_leaderboard
     from ..store.db import RecordStore
     from .signing import sign_folder, signing_key
 
@@ -334,8 +321,9 @@ def build_bundle(
 
     run_dir = Path(run_dir)
     spec = target_spec if isinstance(target_spec, TargetSpec) else load_target_spec(target_spec)
-    board = read_leaderboard(run_dir)
-    cand, base_id = resolve_candidate(board, run_dir, candidate_id)
+    run = RunDir.open(run_dir)
+    board = run.board
+    cand, base_id, selection_source = resolve_candidate(run, spec, candidate_id)
     runtime = _runtime_kind(spec)
     if runtime == "firmware" and cand.precision != "int8-head":
         # An MCU runs the int8 head on features computed upstream; that variant is what
@@ -373,6 +361,7 @@ def build_bundle(
             payload = _linux_payload(run_dir, board, cand, base_id, folder)
         _write_json(folder / "labels.json", list(board["label_names"]))
         manifest = _manifest(board, spec, cand, base_id, record, payload)
+        manifest["selection_source"] = selection_source
         write_manifest(folder, manifest)
         sign_folder(folder, signer)
         for path in folder.rglob("*"):

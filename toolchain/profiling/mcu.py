@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import RunDirError, TargetError, ValidationMismatchError
-from ..features.cache import atomic_write_bytes
 from .records import CostRecord, input_crc
 
 log = logging.getLogger(__name__)
@@ -35,25 +34,14 @@ PRECISION = "int8-head"
 MAX_CALIBRATION_ROWS = 4096
 
 
-def _run_context(run_dir: Path, board: dict):
-    """The dataset the run used, checked against its fingerprint (as export does)."""
-    from ..pipeline import run_dataset
+def default_candidates(board: dict, run_dir: Path, spec=None) -> list[str]:
+    """This target's own selection (when it has one), the search's selection and the Pareto
+    front, restricted to heads saved in the run; selections first."""
+    from ..rundir import target_key
 
-    dataset = run_dataset(board)
-    if dataset.fingerprint() != board["dataset_fingerprint"]:
-        raise RunDirError(
-            f"{run_dir}: dataset '{board['config']['dataset']}' changed since this run; "
-            "rerun 'codesign run'"
-        )
-    return dataset
-
-
-def default_candidates(board: dict, run_dir: Path) -> list[str]:
-    """The selection (search's, and the loop's when there is one) plus the Pareto front,
-    restricted to heads saved in the run; selection first."""
     ids: list[str] = []
-    loop = board.get("loop") or {}
-    for cid in (board.get("selected"), loop.get("selected_base")):
+    own = (board.get("selections") or {}).get(target_key(spec.name, spec.hash)) if spec else None
+    for cid in ((own or {}).get("base_id"), board.get("selected")):
         if cid and cid not in ids:
             ids.append(cid)
     for c in board["candidates"]:
@@ -110,30 +98,31 @@ def session_id_for(run_dir: Path, target, ids: list[str], n_inputs: int, repeat:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def profile_mcu(run_dir: Path, target, store, *, candidate_ids: list[str] | None = None,
+def measure_heads(run_dir: Path, target, store, *, candidate_ids: list[str] | None = None,
                 n_inputs: int = 100, repeat: int = 2) -> dict:
     """Profile saved heads of ``run_dir`` as int8 heads on a serial ``target``.
 
     ``candidate_ids`` (fp32 ids of saved heads) default to the selection plus the Pareto front.
     ``repeat`` independent device sessions run the same inputs; deterministic counters
-    (instructions, cycles) must agree across them. Returns the summary also written to
-    ``<run>/mcu-<target>.json``: per candidate, whether it fits and why not, int8 vs float
+    (instructions, cycles) must agree across them. Writes records only (the flow
+    ``toolchain.flows.profile.profile_mcu`` saves the run); returns the summary: per candidate, whether it fits and why not, int8 vs float
     accuracy on the inputs, instruction/latency figures and exact byte counts.
     """
     from ..heads.dense import run_dense
     from ..mcu import check_budget, quantize_head, run_int8
     from ..mcu.blob import blob_size
-    from ..report.write import read_leaderboard
+    from ..rundir import RunDir
     from ..search.fit import SavedHead
 
-    if getattr(target, "kind", "") != "serial" or not hasattr(target, "run_head"):
-        raise TargetError(f"target '{target.spec.name}' is not a microcontroller (kind "
-                          f"'{getattr(target, 'kind', '?')}'); use co_design for it")
+    if getattr(target, "measures", "") != "head":
+        raise TargetError(f"target '{target.spec.name}' (kind '{getattr(target, 'kind', '?')}') does "
+                          "not run int8 heads; profile it with the co-design loop")
     if n_inputs < 1 or repeat < 1:
         raise TargetError(f"n_inputs ({n_inputs}) and repeat ({repeat}) must be at least 1")
     run_dir = Path(run_dir)
-    board = read_leaderboard(run_dir)
-    ids = list(candidate_ids) if candidate_ids else default_candidates(board, run_dir)
+    run = RunDir.open(run_dir)
+    board = run.board
+    ids = list(candidate_ids) if candidate_ids else default_candidates(board, run_dir, target.spec)
     if not ids:
         raise RunDirError(f"{run_dir}: no saved heads to profile (heads/*.safetensors); "
                           "rerun 'codesign run'")
@@ -141,7 +130,7 @@ def profile_mcu(run_dir: Path, target, store, *, candidate_ids: list[str] | None
         if not (run_dir / "heads" / f"{cid}.safetensors").is_file():
             raise RunDirError(f"{run_dir}: candidate {cid} has no saved head "
                               f"(heads/{cid}.safetensors); pick one of the saved heads")
-    dataset = _run_context(run_dir, board)
+    dataset = run.dataset()
     features = _Features(board, dataset)
     spec = target.spec
     session_id = session_id_for(run_dir, target, ids, n_inputs, repeat)
@@ -257,7 +246,7 @@ def profile_mcu(run_dir: Path, target, store, *, candidate_ids: list[str] | None
     summary = {
         "schema": 1, "target": spec.name, "target_hash": spec.hash, "kind": "serial",
         "mode": "head on MCU, features computed upstream (issue 5 option a)",
-        "emulated": bool(target.uses_emulation()) if hasattr(target, "uses_emulation") else None,
+        "emulated": bool(target.uses_emulation()),
         "n_inputs": n_inputs, "sessions": repeat, "session_id": session_id,
         "budgets": {"flash_kb": spec.budgets.flash_kb, "ram_mb": spec.budgets.ram_mb,
                     "mcu_flash_kb": spec.mcu.flash_kb, "mcu_ram_kb": spec.mcu.ram_kb},
@@ -265,12 +254,6 @@ def profile_mcu(run_dir: Path, target, store, *, candidate_ids: list[str] | None
         "calibration_source": spec.emulation.calibration_source,
         "candidates": rows,
     }
-    write_summary(run_dir, summary)
-    # The run's leaderboard keeps it too, so report.md can say which heads fit and why not.
-    board.setdefault("mcu", {})[spec.name] = summary
-    from ..report.write import write_run
-
-    write_run(run_dir, board)
     return summary
 
 
@@ -305,36 +288,3 @@ def _from_record(record: CostRecord, expected: np.ndarray, labels: np.ndarray,
     }
 
 
-def render_mcu(summary: dict) -> list[str]:
-    """Markdown lines for a report: per head, fit or the reason it does not fit."""
-    lines = [f"## Microcontroller profile on {summary['target']}", "",
-             f"{summary['mode']}; {summary['n_inputs']} validation inputs, "
-             f"{summary['sessions']} session(s); cycles = instructions x CPI {summary['cpi']} "
-             f"at {summary['clock_hz'] / 1e6:g} MHz ({summary['calibration_source']}).", "",
-             "| candidate | fits | blob bytes | flash needed / limit | int8 acc | float acc | "
-             "instructions (median) | est. latency ms | emulated |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in summary["candidates"]:
-        def pct(v):
-            return "n/a" if v is None else f"{100 * v:.1f}%"
-
-        instr = r.get("instructions_median")
-        lat = r.get("est_latency_ms_median")
-        lines.append(
-            f"| {r['id']} ({r['description']}) | {'yes' if r['feasible'] else 'no'} | "
-            f"{r['blob_bytes']} | {r['flash_needed_bytes']} / {r['flash_limit_bytes'] or '-'} | "
-            f"{pct(r.get('int8_acc'))} | {pct(r.get('float_acc'))} | "
-            f"{'n/a' if instr is None else f'{instr:.0f}'} | "
-            f"{'n/a' if lat is None else f'{lat:.3f}'} | {r.get('emulated', '')} |")
-    bad = [r for r in summary["candidates"] if not r["feasible"]]
-    if bad:
-        lines += ["", "Infeasible on this target:", ""]
-        lines += [f"- {r['id']}: {r['reason']}" for r in bad]
-    return lines + [""]
-
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    name = summary["target"]
-    atomic_write_bytes(run_dir / f"mcu-{name}.json", json.dumps(summary, indent=2).encode())
-    text = "\n".join(render_mcu(summary))
-    atomic_write_bytes(run_dir / f"mcu-{name}.md", text.encode())

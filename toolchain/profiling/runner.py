@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.base import Target
 from ..errors import (
     ConfigError,
     QuantizationError,
@@ -37,6 +36,7 @@ from ..profiling.records import CostRecord
 from ..progress import progress_bar
 from ..search.candidate import PRECISIONS
 from .jobs import build_job
+from .measurable import Measurable
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def judge_outputs(got, reference: np.ndarray, precision: str, where: str) -> tup
     return diff, agree
 
 
-def measure_one(target: Target, run_dir: Path, base_id: str, precision: str, texts, plan: ProfilePlan,
+def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str, texts, plan: ProfilePlan,
                 run_id: str) -> CostRecord:
     artefact_dir, meta = export_artefact(run_dir, base_id, precision)
     fp32_dir = artefact_dir if precision == "fp32" else export_artefact(run_dir, base_id, "fp32")[0]
@@ -187,12 +187,12 @@ def measure_one(target: Target, run_dir: Path, base_id: str, precision: str, tex
     )
 
 
-def _provider(target: Target) -> str:
+def _provider(target: Measurable) -> str:
     runtimes = [r for r in target.spec.runtimes if r.name == "onnxruntime"]
     return runtimes[0].provider if runtimes and runtimes[0].provider in ("CPU", "CUDA", "TensorRT", "auto") else "CPU"
 
 
-def profile(target: Target, plan: ProfilePlan, store, texts, session_id: str) -> list[CostRecord]:
+def profile(target: Measurable, plan: ProfilePlan, store, texts, session_id: str) -> list[CostRecord]:
     """Measure every (candidate, precision, pass) of the plan not yet done in this session."""
     from ..search.fit import SavedHead
 
@@ -237,7 +237,7 @@ def _progress_key(cid: str, pass_no: int, passes: int) -> str:
     return cid if passes == 1 else f"{cid}#{pass_no + 1}/{passes}"
 
 
-def session_id_for(run_dir: Path, target: Target, plan: ProfilePlan) -> str:
+def session_id_for(run_dir: Path, target: Measurable, plan: ProfilePlan) -> str:
     """Same run, target spec hash and plan → same session (whichever loop round asks for it)."""
     key = json.dumps([str(Path(run_dir).resolve()), target.spec.hash, sorted(map(list, plan.work())),
                       plan.passes, plan.warmup, plan.iterations, plan.n_inputs])
@@ -263,7 +263,7 @@ def _plan_of(planned: Sequence[str], run_dir: Path, variants: Mapping[str, tuple
                        passes=passes.pop())
 
 
-def resume_unfinished(target: Target, run_dir: Path, store, texts, variants: Mapping[str, tuple[str, str]], *,
+def resume_unfinished(target: Measurable, run_dir: Path, store, texts, variants: Mapping[str, tuple[str, str]], *,
                       warmup: int, iterations: int, passes: int, n_inputs: int = 32) -> list[CostRecord]:
     """Finish this run's interrupted profile sessions on this target whose plan these settings
     would make again; returns every record of the sessions it finished (old passes included).
@@ -287,15 +287,15 @@ def resume_unfinished(target: Target, run_dir: Path, store, texts, variants: Map
     return out
 
 
-def profile_candidates(run_dir: Path, target: Target, store, base_ids: list[str],
+def profile_candidates(run_dir: Path, target: Measurable, store, base_ids: list[str],
                        precisions=("fp32",), warmup: int = 10, iterations: int = 60,
                        passes: int = 1) -> list[CostRecord]:
     """Measure exactly these candidates of a run (no loop); resumable like any session."""
-    from ..pipeline import run_dataset
+    from ..rundir import RunDir
 
-    board = validate_request(Path(run_dir), precisions=precisions, candidates=base_ids, passes=passes,
+    validate_request(Path(run_dir), precisions=precisions, candidates=base_ids, passes=passes,
                              iterations=iterations, warmup=warmup)
     plan = ProfilePlan(Path(run_dir), list(base_ids), tuple(precisions), warmup=warmup, iterations=iterations,
                        passes=passes)
-    texts = run_dataset(board).validation.texts
+    texts = RunDir.open(run_dir).dataset().validation.texts
     return profile(target, plan, store, texts, session_id_for(Path(run_dir), target, plan))

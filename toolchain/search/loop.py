@@ -105,18 +105,20 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         session_id_for,
         validate_request,
     )
-    from ..report.write import write_run
+    from ..report.write import render
+    from ..rundir import RunDir
 
     board = validate_request(run_dir, precisions=precisions, top_k=top_k, rounds=rounds, passes=passes,
                              iterations=iterations, warmup=warmup)
     if passes is None:
         # The host is a shared machine whose load drifts: interleave. A board is dedicated, and
         # each extra agent start over SSH or serial costs seconds.
-        passes = 3 if target.spec.kind == "local" else 1
+        passes = target.default_passes
     infos = {name: backbone_info(resolve_model(m["path"])) for name, m in board["models"].items()}
     seq_len = board_seq_len(board)
     budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
-    dataset = pipeline.run_dataset(board)
+    run = RunDir(Path(run_dir), board)
+    dataset = run.dataset()
     history, predicted_before = [], {}
     chosen_id = None
     ranking = (board, run_dir, precisions, store, target, infos, seq_len, budgets, tolerance)
@@ -206,10 +208,11 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         "prediction_after_loop": prediction_report(after) if after else None,
         "cost_model": model.describe(),
     }
-    board["loop"] = summary
     pipeline.attach_test_accuracy(board, run_dir, summary)
-    write_run(run_dir, board)
-    (run_dir / "loop.json").write_text(json.dumps(summary, indent=2))
+    # This target's own selection; every other target's stays as it was.
+    run.set_loop(summary)
+    run.save(render)
+    (Path(run_dir) / f"loop-{target.spec.name}.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -221,3 +224,26 @@ def measured_summary(records) -> dict:
         return {"latency_ms_median": None, "n_samples": 0, "n_records": len(records), "spread_ms_p10_p90": None}
     return {"latency_ms_median": st.median_ms, "n_samples": st.n, "n_records": len(records),
             "spread_ms_p10_p90": [st.p10_ms, st.p90_ms]}
+
+
+def predict_selection(run_dir: Path, target, store, *, precisions=("fp32", "int8-dynamic"),
+                      max_latency_ms: float | None = None, max_model_mb: float | None = None,
+                      tolerance: float = 0.005) -> dict | None:
+    """The selection this target would get without measuring anything: its own budgets, its
+    own records' cost model (or the host's times its calibration). None when nothing fits."""
+    from ..rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    board = run.board
+    infos = {name: backbone_info(resolve_model(m["path"])) for name, m in board["models"].items()}
+    budgets = Budgets.for_target(target.spec, max_latency_ms, max_model_mb)
+    variants, model, costs, feasible, front, idx = rank(
+        board, run.path, precisions, store, target, infos, board_seq_len(board), budgets, tolerance)
+    if idx is None:
+        return None
+    v, c = variants[idx], costs[idx]
+    return {"candidate_id": v["cand"].id, "base_id": v["base_id"], "precision": v["cand"].precision,
+            "source": "measured" if c.source == "measured" else "predicted",
+            "emulated": c.emulated, "latency_ms": c.latency_ms,
+            "model_bytes": c.model_bytes, "val_acc": v["val_acc"],
+            "cost_model": model.describe(), "budgets": dict(vars(budgets))}
