@@ -23,6 +23,7 @@ from .schema import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, parse_manifest
 FIXED_MTIME = 315532800
 EXECUTABLE = ("runner.py",)
 MAX_MEMBERS = 1000
+_REBUILD = "rebuild it with 'codesign bundle'"
 MAX_BYTES_ENV = "CODESIGN_BUNDLE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 4 << 30
 
@@ -84,19 +85,29 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     path = PurePosixPath(name)
     where = f"{archive}: entry {name!r}"
     if name.startswith("/") or path.is_absolute() or (len(name) > 1 and name[1] == ":"):
-        raise BundleError(f"{where} has an absolute path; refusing to extract an unsafe bundle")
+        raise BundleError(
+            f"{where} has an absolute path; refusing to extract an unsafe bundle: {_REBUILD}"
+        )
     if ".." in path.parts or "\\" in name:
-        raise BundleError(f"{where} climbs out with '..'; refusing to extract an unsafe bundle")
+        raise BundleError(
+            f"{where} climbs out with '..'; refusing to extract an unsafe bundle: {_REBUILD}"
+        )
     if member.issym() or member.islnk():
-        raise BundleError(f"{where} is a link; refusing to extract an unsafe bundle")
+        raise BundleError(f"{where} is a link; refusing to extract an unsafe bundle: {_REBUILD}")
     if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        raise BundleError(f"{where} is a device or fifo; refusing to extract an unsafe bundle")
+        raise BundleError(
+            f"{where} is a device or fifo; refusing to extract an unsafe bundle: {_REBUILD}"
+        )
     if not (member.isfile() or member.isdir()):
-        raise BundleError(f"{where} is not a regular file or folder; refusing to extract it")
+        raise BundleError(
+            f"{where} is not a regular file or folder; refusing to extract it: {_REBUILD}"
+        )
     if member.issparse():
-        raise BundleError(f"{where} is a sparse file; refusing to extract it")
+        raise BundleError(f"{where} is a sparse file; refusing to extract it: {_REBUILD}")
     if (not path.parts and not member.isdir()) or "\x00" in name:
-        raise BundleError(f"{where} has no usable name ('.' or empty); refusing to extract it")
+        raise BundleError(
+            f"{where} has no usable name ('.' or empty); refusing to extract it: {_REBUILD}"
+        )
     return path
 
 
@@ -122,7 +133,8 @@ def _layout(members, paths, archive: Path) -> tuple[str, dict[str, tarfile.TarIn
     tops = {p.parts[0] for p in paths if p.parts}  # a '.' folder entry holds nothing
     if len(tops) != 1:
         raise BundleError(
-            f"{archive}: a bundle holds exactly one top folder, found {sorted(tops) or 'none'}"
+            f"{archive}: a bundle holds exactly one top folder, found {sorted(tops) or 'none'}; "
+            f"{_REBUILD}"
         )
     top = tops.pop()
     files: dict[str, tarfile.TarInfo] = {}
@@ -135,11 +147,13 @@ def _layout(members, paths, archive: Path) -> tuple[str, dict[str, tarfile.TarIn
         if member.isdir():
             dirs.add(rel)
         elif rel in seen:
-            raise BundleError(f"{archive}: entry {member.name!r} appears twice; refusing it")
+            raise BundleError(
+                f"{archive}: entry {member.name!r} appears twice; refusing it: {_REBUILD}"
+            )
         elif not rel:
             raise BundleError(
                 f"{archive}: entry {member.name!r} is a file where the bundle's folder should "
-                "be; refusing it"
+                f"be; refusing it: {_REBUILD}"
             )
         else:
             seen.add(rel)
@@ -148,7 +162,7 @@ def _layout(members, paths, archive: Path) -> tuple[str, dict[str, tarfile.TarIn
     clash = sorted(set(files) & dirs)
     if clash:
         raise BundleError(
-            f"{archive}: {top}/{clash[0]} is both a file and a folder; refusing the bundle"
+            f"{archive}: {top}/{clash[0]} is both a file and a folder; refusing it: {_REBUILD}"
         )
     return top, files
 
@@ -207,7 +221,7 @@ def _stream(src, out: Path, budget: int, member, archive: Path) -> int:
             if written > allowed:
                 raise BundleError(
                     f"{archive}: entry {member.name!r} holds more data than its header or the "
-                    "size cap allows; refusing it"
+                    f"size cap allows; refusing it: {_REBUILD}"
                 )
             fh.write(block)
     return written
