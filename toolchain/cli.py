@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_params import PRECISIONS, SEED, CodesignGroup, FiniteFloatRange, positive
 from .errors import CodesignError
 
 
@@ -30,7 +31,7 @@ def handle_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("codesign", cls=CodesignGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codesign")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -57,12 +58,13 @@ def run_options(fn):
                           "(docs/datasets.md)  [default: text]"),
         click.option("--label-field", default=None,
                      help="Label column (key) of a --dataset data file or hf: id  [default: label]"),
-        click.option("--max-length", "max_lengths", multiple=True, type=int, default=(64,), show_default=True,
-                     help="Max tokens; repeat to search several."),
-        click.option("--max-per-class", type=int, default=None,
-                     help="Use only the first N training examples per class (quick runs)."),
-        click.option("--max-eval-per-class", type=int, default=None,
-                     help="Use only the first N validation/test examples per class."),
+        # 2: [CLS] and [SEP] plus nothing; the model's own maximum is checked once it is loaded.
+        click.option("--max-length", "max_lengths", multiple=True, type=click.IntRange(min=2), default=(64,),
+                     show_default=True, help="Max tokens (2 up to the model's maximum); repeat to search several."),
+        click.option("--max-per-class", type=click.IntRange(min=1), default=None,
+                     help="Use only the first N (>= 1) training examples per class (quick runs)."),
+        click.option("--max-eval-per-class", type=click.IntRange(min=1), default=None,
+                     help="Use only the first N (>= 1) validation/test examples per class."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -74,22 +76,32 @@ def search_options(fn):
         click.option("--target", default="host", show_default=True, help="Target name or .toml path."),
         click.option("--run-dir", type=click.Path(file_okay=False), default=None,
                      help="Output folder (default: a new one under $CODESIGN_HOME/runs)."),
-        click.option("--max-latency-ms", type=float, default=None, help="Latency budget on the target."),
-        click.option("--max-model-mb", type=float, default=None, help="Model size budget."),
-        click.option("--max-candidates", type=int, default=200, show_default=True,
-                     help="Sample at most this many layer combinations (all single layers are kept)."),
-        click.option("--tolerance", type=float, default=0.5, show_default=True,
-                     help="Accuracy points traded for a cheaper candidate."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--screen-rows", type=click.IntRange(min=0), default=4_000, show_default=True,
+        click.option("--max-latency-ms", type=positive(), default=None,
+                     help="Latency budget on the target (> 0; leave out for none)."),
+        click.option("--max-model-mb", type=positive(), default=None,
+                     help="Model size budget (> 0; leave out for none)."),
+        click.option("--max-candidates", type=click.IntRange(0, 100_000), default=200, show_default=True,
+                     help="Sample at most this many layer combinations, 0..100000 (all single layers are kept)."),
+        click.option("--tolerance", type=FiniteFloatRange(0.0, 100.0), default=0.5, show_default=True,
+                     help="Accuracy points (0..100) traded for a cheaper candidate."),
+        click.option("--seed", type=SEED, default=0, show_default=True),
+        click.option("--screen-rows", type=click.IntRange(0, 10_000_000), default=4_000, show_default=True,
                      help="From 2x this many training rows, screen every candidate on a sample of "
                           "this size and refit only the best tenth on all rows (0: fit all in full)."),
-        click.option("--jobs", type=click.IntRange(min=1), default=None,
+        click.option("--jobs", type=click.IntRange(1, 1024), default=None,
                      help="Processes fitting heads (default: every core for large searches, else 1)."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
     return fn
+
+
+def _check_target(target: str):
+    """The target's spec, loaded (and so validated) before anything expensive: a typo in
+    ``--target`` must not cost a feature extraction or depend on a run existing first."""
+    from .config.target_spec import load_target_spec
+
+    return load_target_spec(target)
 
 
 def _config(**kw):
@@ -139,6 +151,7 @@ def run_cmd(**kw) -> None:
     """
     from .pipeline import run
 
+    _check_target(kw["target"])
     run_dir, board = run(_config(**kw))
     _render_selection(run_dir, board)
 
@@ -150,8 +163,9 @@ def extract_cmd(**kw) -> None:
     """Cache every layer's pooled features (resumable; a finished cache is reused).
 
     \b
-    Example:
+    Examples:
       codesign extract --dataset sst2 --max-length 64
+      codesign extract --dataset emotion --max-length 32 --max-length 128
     """
     from .pipeline import extract
 
@@ -169,12 +183,14 @@ def search_cmd(**kw) -> None:
     """Search candidates over cached features (extracting first if needed).
 
     \b
-    Example:
+    Examples:
       codesign search --dataset trec --max-latency-ms 3
+      codesign search --dataset sst2 --target rpi4 --tolerance 1
     """
     from .pipeline import extract, new_run_dir, search
     from .report.write import write_run
 
+    _check_target(kw["target"])
     config = _config(**kw)
     run_dir = new_run_dir(config)
     board = search(config, extract(config), run_dir)
@@ -187,7 +203,13 @@ def search_cmd(**kw) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the leaderboard as JSON.")
 @handle_errors
 def show_cmd(run_dir: str, as_json: bool) -> None:
-    """Show a run directory's selection."""
+    """Show a run directory's selection.
+
+    \b
+    Examples:
+      codesign show runs/mine
+      codesign show runs/mine --json > leaderboard.json
+    """
     from .report.write import read_leaderboard
 
     board = read_leaderboard(Path(run_dir))
@@ -201,17 +223,22 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
 @click.option("--target", default="host", show_default=True, help="Target name or .toml path.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Run to profile (default: the latest under $CODESIGN_HOME/runs).")
-@click.option("--top", "top_k", type=int, default=4, show_default=True,
-              help="Measure at most this many front candidates per round.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Co-design loop rounds.")
-@click.option("--precision", "precisions", multiple=True, default=("fp32", "int8-dynamic"),
-              show_default=True, help="Precisions to export and measure.")
+@click.option("--top", "top_k", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="Measure at most this many front candidates per round (1..1000).")
+@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Co-design loop rounds (1..100).")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS),
+              default=("fp32", "int8-dynamic"), show_default=True, help="Precisions to export and measure.")
 @click.option("--emulate", is_flag=True, help="Use the target's emulation even if it is reachable.")
-@click.option("--max-latency-ms", type=float, default=None)
-@click.option("--max-model-mb", type=float, default=None)
-@click.option("--iterations", type=int, default=60, show_default=True)
-@click.option("--warmup", type=int, default=10, show_default=True)
-@click.option("--passes", type=click.IntRange(min=1), default=None,
+@click.option("--max-latency-ms", type=positive(), default=None,
+              help="Latency budget (> 0; default: the target's).")
+@click.option("--max-model-mb", type=positive(), default=None,
+              help="Model size budget (> 0; default: the target's).")
+@click.option("--iterations", type=click.IntRange(1, 1_000_000), default=60, show_default=True,
+              help="Timed inferences per candidate and precision (1..1000000).")
+@click.option("--warmup", type=click.IntRange(0, 100_000), default=10, show_default=True,
+              help="Untimed inferences first (0..100000).")
+@click.option("--passes", type=click.IntRange(1, 1000), default=None,
               help="Interleave: measure the candidates round-robin in N passes of iterations/N "
                    "(default: 3 on the host, a shared machine; 1 on a board).")
 @click.option("--run-if-missing", is_flag=True, help="Run the default 'codesign run' first when no run exists.")
@@ -234,6 +261,12 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
     from .search.loop import co_design
     from .store.db import RecordStore
 
+    spec = _check_target(target)  # before any run lookup: a bad target is the first thing to fix
+    if passes is not None and passes > iterations:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--passes {passes} is more than --iterations {iterations}; each pass needs at "
+                          "least one timed inference: lower --passes or raise --iterations")
     if run_dir is None:
         found = latest_run(codesign_home())
         if found is None:
@@ -246,7 +279,7 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
 
             found, _ = run(RunConfig())
         run_dir = found
-    tgt = open_target(target, emulate=emulate)
+    tgt = open_target(spec, emulate=emulate)
     if tgt.spec.kind == "serial":
         # An MCU holds the int8 head; the backbone runs upstream (issue: option a).
         from .profiling.mcu import profile_mcu

@@ -7,9 +7,12 @@ full result as JSON with ``--json``). CodesignError propagates: the main CLI ren
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
+
+from .cli_params import SEED, FiniteFloatRange
 
 
 def _pct(x: float | None) -> str:
@@ -44,6 +47,13 @@ def _write_json(out: str | None, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     click.echo(f"json: {path}")
+
+
+def _device(ctx, param, value: str) -> str:
+    """Checked here, before the dataset and the backbone are loaded."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", value):
+        raise click.BadParameter(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N", ctx, param)
+    return value
 
 
 def _data_options(fn):
@@ -110,9 +120,10 @@ def baseline() -> None:
     default=None,
     help="Stratified, seeded subsample of train to this size.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak AdamW learning rate.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=3, show_default=True, help="1..1000.")
+@click.option("--lr", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=5e-5, show_default=True,
+              help="Peak AdamW learning rate (> 0, <= 1).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True, help="1..4096.")
 @click.option(
     "--max-length",
     type=click.IntRange(min=2),
@@ -129,13 +140,15 @@ def baseline() -> None:
 )
 @click.option(
     "--patience",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1000),
     default=1,
     show_default=True,
     help="Epochs without a better validation accuracy before stopping.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N."
+)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def finetune_cmd(
     model,
     dataset,
@@ -154,7 +167,14 @@ def finetune_cmd(
     device,
     seed,
 ):
-    """Fine-tune the backbone with a classification head (AdamW, warm-up/decay, early stopping)."""
+    """Fine-tune the backbone with a classification head (AdamW, warm-up/decay, early stopping).
+
+    \b
+    Examples:
+      codesign baseline finetune --dataset trec --max-train 2000
+      codesign baseline finetune --dataset sst2 --depth 4 --epochs 2 --json ft-sst2-d4.json
+      codesign baseline finetune --dataset emotion --device cpu --max-steps 50
+    """
     from .baselines.finetune import FinetuneConfig, finetune
     from .features.backbone import resolve_model
 
@@ -204,9 +224,15 @@ def finetune_cmd(
     show_default=True,
     help="Max tokens per example.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def last_layer_cmd(model, dataset, max_per_class, max_eval_per_class, json_out, max_length, seed):
-    """The classic feature extractor: last layer's [CLS] and mean into softmax regression."""
+    """The classic feature extractor: last layer's [CLS] and mean into softmax regression.
+
+    \b
+    Examples:
+      codesign baseline last-layer --dataset emotion
+      codesign baseline last-layer --dataset trec --max-length 32 --json -
+    """
     from .baselines.last_layer import last_layer_baseline
     from .features.backbone import resolve_model
 
@@ -230,7 +256,13 @@ def last_layer_cmd(model, dataset, max_per_class, max_eval_per_class, json_out, 
 @baseline.command("majority")
 @_data_options
 def majority_cmd(dataset, max_per_class, max_eval_per_class, json_out):
-    """Always predict train's most frequent class."""
+    """Always predict train's most frequent class.
+
+    \b
+    Examples:
+      codesign baseline majority --dataset emotion
+      codesign baseline majority --dataset sst2 --json majority-sst2.json
+    """
     from .baselines.majority import majority_baseline
 
     result = majority_baseline(_load(dataset, max_per_class, max_eval_per_class))

@@ -22,7 +22,13 @@ def targets() -> None:
 @targets.command("list")
 @click.option("--no-probe", is_flag=True, help="Do not try to reach the boards.")
 def list_cmd(no_probe: bool) -> None:
-    """Known targets and whether each is reachable now."""
+    """Known targets and whether each is reachable now.
+
+    \b
+    Examples:
+      codesign targets list
+      codesign targets list --no-probe      # only read targets/*.toml
+    """
     from .boards.registry import open_target
     from .config.target_spec import known_target_files, load_target_spec
 
@@ -40,7 +46,13 @@ def list_cmd(no_probe: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(name: str, as_json: bool) -> None:
-    """A target's full spec, its hash, and whether it answers now."""
+    """A target's full spec, its hash, and whether it answers now.
+
+    \b
+    Examples:
+      codesign targets show rpi4
+      codesign targets show ./my-board.toml --json
+    """
     from .boards.registry import open_target
     from .config.target_spec import load_target_spec
     from .specfile import to_plain
@@ -66,7 +78,13 @@ def show_cmd(name: str, as_json: bool) -> None:
 @targets.command("prepare")
 @click.argument("name")
 def prepare_cmd(name: str) -> None:
-    """Build what the target's emulation needs (idempotent)."""
+    """Build what the target's emulation needs (idempotent).
+
+    \b
+    Examples:
+      codesign targets prepare rpi4         # the emulated aarch64 root filesystem
+      codesign targets prepare jetson-nano  # the same root filesystem, reused if built
+    """
     from .boards.registry import open_target
 
     open_target(name, emulate=True).prepare()
