@@ -121,6 +121,8 @@ def _config(**kw):
 
 
 def _render_selection(run_dir: Path, board: dict) -> None:
+    from .rundir import RunDir
+
     sel = next(c for c in board["candidates"] if c["id"] == board["selected"])
     base = board["baseline"]
 
@@ -128,11 +130,20 @@ def _render_selection(run_dir: Path, board: dict) -> None:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     click.echo(f"run: {run_dir}")
-    click.echo(f"selected {sel['id']}: layers {sel['layers']} {sel['combine']}/{sel['pooling']} "
+    click.echo(f"search selected {sel['id']}: layers {sel['layers']} {sel['combine']}/{sel['pooling']} "
                f"{sel['head']}-{sel['head_size']} depth {sel['depth']}")
     click.echo(f"  val {pct(sel['val_acc'])}  test {pct(sel.get('test_acc'))}  "
                f"{sel['cost']['latency_ms']:.2f} ms ({sel['cost']['source']}) on {board['target']}")
     click.echo(f"baseline (last layer [CLS]): val {pct(base['val_acc'])}  test {pct(base['test_acc'])}")
+    sels = RunDir(run_dir, board).selections_by_target()
+    if sels:
+        click.echo("selection per target:")
+    for name, s in sels.items():
+        lat = s.get("latency_ms")
+        lat_text = "n/a" if lat is None else f"{lat:.2f} ms"
+        click.echo(f"  {name:16} {s['candidate_id']} {s.get('precision') or '':12} val "
+                   f"{pct(s.get('val_acc'))}  {lat_text} {s['source']}"
+                   + (" (emulated)" if s.get("emulated") else ""))
     click.echo(f"report: {run_dir / 'report.md'}")
 
 
@@ -200,23 +211,28 @@ def search_cmd(**kw) -> None:
 
 @main.command("show")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the leaderboard as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every target's selection and the leaderboard as JSON.")
 @handle_errors
 def show_cmd(run_dir: str, as_json: bool) -> None:
-    """Show a run directory's selection.
+    """Show a run directory's selections: the search's, and each target's own (measured on
+    it, or predicted for it).
 
     \b
     Examples:
       codesign show runs/mine
       codesign show runs/mine --json > leaderboard.json
     """
-    from .report.write import read_leaderboard
+    from .rundir import RunDir
 
-    board = read_leaderboard(Path(run_dir))
+    run = RunDir.open(Path(run_dir))
     if as_json:
-        click.echo(json.dumps(board, indent=2))
+        # Selections keyed by target name first; the rest of the leaderboard after.
+        out = {"selections": run.selections_by_target(),
+               **{k: v for k, v in run.board.items() if k != "selections"}}
+        click.echo(json.dumps(out, indent=2))
     else:
-        _render_selection(Path(run_dir), board)
+        _render_selection(run.path, run.board)
 
 
 @main.command("profile")
@@ -280,14 +296,19 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
             found, _ = run(RunConfig())
         run_dir = found
     tgt = open_target(spec, emulate=emulate)
-    if tgt.spec.kind == "serial":
-        # An MCU holds the int8 head; the backbone runs upstream (issue: option a).
-        from .profiling.mcu import profile_mcu
+    if tgt.measures == "head":
+        # An MCU holds the int8 head; the backbone runs upstream (issue 5, option a).
+        from .flows.profile import profile_mcu
 
         with RecordStore() as store:
             summary = profile_mcu(Path(run_dir), tgt, store, candidate_ids=list(candidates) or None)
         _render_mcu(Path(run_dir), summary)
         return
+    from .profiling.runner import validate_request
+
+    # Before the store is opened: a bad plan leaves nothing behind, not even a new database.
+    validate_request(Path(run_dir), precisions=precisions, candidates=candidates, top_k=top_k, rounds=rounds,
+                     passes=passes, iterations=iterations, warmup=warmup)
     if candidates:
         from .profiling.runner import profile_candidates
         from .profiling.stats import summarize
@@ -336,7 +357,7 @@ def _render_loop(run_dir: Path, summary: dict) -> None:
 
 
 def _render_mcu(run_dir: Path, summary: dict) -> None:
-    from .profiling.mcu import render_mcu
+    from .report.mcu import render_mcu
 
     click.echo(f"run: {run_dir}")
     click.echo("\n".join(render_mcu(summary)))

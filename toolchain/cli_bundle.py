@@ -60,9 +60,9 @@ def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured, key) -> Non
       codesign bundle --target mcu-qemu --out dist/ --allow-unmeasured
     """
     from .bundle.archive import archive_path
-    from .bundle.build import build_bundle
     from .bundle.manifest import bundle_id, read_manifest, sha256_file
     from .errors import RunDirError
+    from .flows.bundle import bundle_for_target
     from .paths import codesign_home
     from .report.write import latest_run
 
@@ -73,9 +73,9 @@ def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured, key) -> Non
                 f"no run under {codesign_home() / 'runs'}; run 'codesign run' first "
                 "or pass --run-dir"
             )
-    folder = build_bundle(
+    folder = bundle_for_target(
         Path(run_dir),
-        target,
+        _target(target),
         Path(out_dir),
         candidate_id=candidate_id,
         allow_unmeasured=allow_unmeasured,
@@ -93,7 +93,8 @@ def bundle(target, run_dir, candidate_id, out_dir, allow_unmeasured, key) -> Non
         f"signed   key {trust.key_id}"
         + ("" if trust.status == "trusted" else " (not in this machine's trusted keys)")
     )
-    click.echo(f"candidate {manifest['candidate_id']}: {manifest.get('candidate_description')}")
+    click.echo(f"candidate {manifest['candidate_id']}: {manifest.get('candidate_description')} "
+               f"({manifest.get('selection_source', 'explicit')} selection for {manifest['target']['name']})")
     art = manifest["artefact"]
     click.echo(f"artefact {art['format']} ({art['precision']}), val acc {manifest['val_acc']:.4f}")
     if manifest["measured"]:

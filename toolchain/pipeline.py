@@ -249,8 +249,8 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
         "selected": candidates[chosen]["id"],
         # The search's choice is the run's target's predicted selection; profiling a target
         # adds (or replaces) that target's own, measured one.
-        "selections": {target_key(target.name, target.hash): {
-            "target": target.name, "target_hash": target.hash,
+        "selections": {target_key(target.name, target.board_hash): {
+            "target": target.name, "target_hash": target.hash, "board_hash": target.board_hash,
             "candidate_id": candidates[chosen]["id"], "base_id": candidates[chosen]["id"],
             "precision": candidates[chosen]["precision"], "source": "predicted",
             "emulated": False, "latency_ms": candidates[chosen]["cost"]["latency_ms"],

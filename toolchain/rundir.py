@@ -48,10 +48,11 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def target_key(name: str, spec_hash: str) -> str:
-    """The key of a target's selection: its name and the first 12 hex digits of its spec hash
-    (a changed spec is another target as far as measured costs go)."""
-    return f"{name}@{spec_hash[:12]}"
+def target_key(name: str, board_hash: str) -> str:
+    """The key of a target's selection: its name and the first 12 hex digits of its board hash
+    (``TargetSpec.board_hash``: a changed spec is another target as far as costs go; a changed
+    address is not)."""
+    return f"{name}@{board_hash[:12]}"
 
 
 def _migrate(board: dict, path: Path) -> dict:
@@ -70,6 +71,8 @@ def _migrate(board: dict, path: Path) -> dict:
         selections: dict[str, dict] = {}
         loop = board.pop("loop", None)
         if isinstance(loop, dict) and loop.get("target") and loop.get("selected"):
+            # Schema 1 knew only the full spec hash: the board hash is recomputed when the
+            # target is next profiled, so this selection serves until then under its old key.
             key = target_key(loop["target"], str(loop.get("target_hash", "")))
             selections[key] = _selection_from_loop(loop)
         board["selections"] = selections
@@ -249,25 +252,35 @@ class RunDir:
     def selections(self) -> dict[str, dict]:
         return self.board.setdefault("selections", {})
 
-    def selection(self, name: str, spec_hash: str) -> dict | None:
+    def selection(self, spec) -> dict | None:
         """This target's own selection (measured by the loop, or predicted for it), or None
         when it was never profiled nor predicted. Never another target's."""
-        return self.selections.get(target_key(name, spec_hash))
+        return self.selections.get(target_key(spec.name, spec.board_hash))
 
-    def set_selection(self, name: str, spec_hash: str, entry: dict) -> None:
+    def selections_by_target(self) -> dict[str, dict]:
+        """Every target's selection keyed by the target's name (``name@hash`` where one name
+        has selections under several board specs), without the loop's full trace."""
+        names = [s["target"] for s in self.selections.values()]
+        out = {}
+        for key, sel in sorted(self.selections.items()):
+            shown = sel["target"] if names.count(sel["target"]) == 1 else key
+            out[shown] = {k: v for k, v in sel.items() if k != "loop"}
+        return out
+
+    def set_selection(self, spec, entry: dict) -> None:
         if entry.get("source") not in SELECTION_SOURCES:
             raise ValueError(f"selection source {entry.get('source')!r}")
         self.resolve(entry["candidate_id"])  # only a candidate of this run
-        self.selections[target_key(name, spec_hash)] = {**entry, "target": name,
-                                                         "target_hash": spec_hash}
+        self.selections[target_key(spec.name, spec.board_hash)] = {
+            **entry, "target": spec.name, "target_hash": spec.hash, "board_hash": spec.board_hash}
 
-    def set_loop(self, loop: dict) -> dict:
+    def set_loop(self, spec, loop: dict) -> dict:
         """Record a co-design loop's outcome as its target's selection; returns the entry."""
         entry = _selection_from_loop(loop)
         if entry["candidate_id"] is None:
-            self.selections.pop(target_key(loop["target"], loop["target_hash"]), None)
+            self.selections.pop(target_key(spec.name, spec.board_hash), None)
             return entry
-        self.set_selection(loop["target"], loop["target_hash"], entry)
+        self.set_selection(spec, entry)
         return entry
 
     # ---- writing (the flows only) ----------------------------------------------------------

@@ -74,14 +74,20 @@ def test_cli_flow_on_the_stand_in_board(bundle_run, rpi4_env, cli, tmp_path, mon
         ]
     )
     assert res.exit_code == 0, res.output
-    archive = out / f"rpi4-{bundle_run.selected}.tar.gz"
+    # rpi4's own selection (predicted for it: never profiled here), never the host's.
+    from toolchain.boards.registry import open_target
+    from toolchain.rundir import RunDir
+
+    own = RunDir.open(bundle_run.run_dir).selection(open_target("rpi4").spec)
+    assert own is not None and f"{own['source']} selection for rpi4" in res.output
+    archive = out / f"rpi4-{own['candidate_id']}.tar.gz"
     res = cli(["deploy", "--target", "rpi4", "--bundle", archive])
     assert res.exit_code == 0, res.output
     assert "self-check passed" in res.output and "[emulated]" not in res.output
     res = cli(["status", "--target", "rpi4", "--json"])
     assert res.exit_code == 0, res.output
     st = json.loads(res.output)
-    assert st["manifest"]["candidate_id"] == bundle_run.selected and st["deployed"]
+    assert st["manifest"]["candidate_id"] == own["candidate_id"] and st["deployed"]
     report = tmp_path / "bench.json"
     res = cli(
         [

@@ -11,6 +11,13 @@ from toolchain.rundir import COMPLETE, SCHEMA, RunDir, target_key
 from toolchain.search.candidate import Candidate
 
 
+class _Spec:
+    """Just what a selection is keyed by."""
+
+    def __init__(self, name, board_hash, hash_=None):
+        self.name, self.board_hash, self.hash = name, board_hash, hash_ or board_hash
+
+
 def _board(schema=SCHEMA, **extra):
     a = Candidate("tiny", (1,), "single", "mean", "softmax", 0)
     b = Candidate("tiny", (0, 1), "concat", "mean", "softmax", 0)
@@ -90,24 +97,24 @@ def test_schema_1_loop_migrates_to_its_target_selection(tmp_path):
         (run / name).write_text("x")
     rd = RunDir.open(run)
     assert "loop" not in rd.board and rd.board["schema"] == SCHEMA
-    sel = rd.selection("rpi4", "ab" * 32)
+    sel = rd.selection(_Spec("rpi4", "ab" * 32))
     assert sel["candidate_id"] == a.id and sel["source"] == "measured" and sel["emulated"]
-    assert rd.selection("host", "cd" * 32) is None  # never another target's
+    assert rd.selection(_Spec("host", "cd" * 32)) is None  # never another target's
 
 
 def test_selections_are_kept_per_target_and_survive_a_save(tmp_path):
     board, a, b = _board()
     rd = RunDir.open(_write(tmp_path, board))
-    rd.set_selection("host", "11" * 32, {"candidate_id": b.id, "source": "measured"})
+    rd.set_selection(_Spec("host", "11" * 32), {"candidate_id": b.id, "source": "measured"})
     int8 = Candidate.from_dict({**b.to_dict(), "precision": "int8-dynamic"})
-    rd.set_selection("rpi4", "22" * 32, {"candidate_id": int8.id, "source": "predicted"})
+    rd.set_selection(_Spec("rpi4", "22" * 32), {"candidate_id": int8.id, "source": "predicted"})
     rendered = []
     rd.save(rendered.append)
     assert rendered == [rd]
     again = RunDir.open(rd.path)
-    assert again.selection("host", "11" * 32)["candidate_id"] == b.id
-    assert again.selection("rpi4", "22" * 32)["candidate_id"] == int8.id
+    assert again.selection(_Spec("host", "11" * 32))["candidate_id"] == b.id
+    assert again.selection(_Spec("rpi4", "22" * 32))["candidate_id"] == int8.id
     assert again.resolve(int8.id) == (int8, b.id)
     assert set(again.selections) == {target_key("host", "11" * 32), target_key("rpi4", "22" * 32)}
     with pytest.raises(RunDirError, match="not in this run"):
-        rd.set_selection("host", "11" * 32, {"candidate_id": "nope", "source": "measured"})
+        rd.set_selection(_Spec("host", "11" * 32), {"candidate_id": "nope", "source": "measured"})

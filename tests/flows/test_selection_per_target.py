@@ -53,8 +53,8 @@ def test_profiling_another_target_keeps_the_first_targets_selection(tiny_run, tm
         assert first["selected"] and second["selected"]
         assert first["selected"] != second["selected"], "the budgets should pick different ones"
         run_dir = RunDir.open(tiny_run)
-        assert run_dir.selection("host", host.spec.hash)["candidate_id"] == first["selected"]
-        assert run_dir.selection(tight.spec.name, tight.spec.hash)["candidate_id"] == second["selected"]
+        assert run_dir.selection(host.spec)["candidate_id"] == first["selected"]
+        assert run_dir.selection(tight.spec)["candidate_id"] == second["selected"]
         out = tmp_path / "dist"
         host_bundle = bundle_for_target(tiny_run, host, out, allow_unmeasured=True, store=store)
         tight_bundle = bundle_for_target(tiny_run, tight, out, allow_unmeasured=True, store=store)
@@ -79,7 +79,7 @@ def test_a_target_never_profiled_gets_its_own_predicted_selection(tiny_run, tmp_
         folder = bundle_for_target(tiny_run, rpi4, tmp_path / "d", allow_unmeasured=True,
                                    store=store)
     manifest = read_manifest(folder)
-    sel = RunDir.open(tiny_run).selection("rpi4", rpi4.spec.hash)
+    sel = RunDir.open(tiny_run).selection(rpi4.spec)
     assert manifest["selection_source"] == "predicted" == sel["source"]
     assert manifest["candidate_id"] == sel["candidate_id"]
     shown = json.loads((tiny_run / "leaderboard.json").read_text())["selections"]

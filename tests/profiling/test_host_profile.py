@@ -47,7 +47,7 @@ def test_loop_measures_front_and_reports_predicted_vs_measured(tiny_run):
     assert all(v["measured"]["n_records"] == 2 and v["measured"]["n_samples"] == 8 for v in measured)
     assert summary["selected"] in {v["id"] for v in summary["variants"]}
     board = json.loads((tiny_run / "leaderboard.json").read_text())
-    own = board["selections"][target_key("host", target.spec.hash)]
+    own = board["selections"][target_key("host", target.spec.board_hash)]
     assert own["candidate_id"] == summary["selected"] and own["loop"]["target"] == "host"
     report = (tiny_run / "report.md").read_text()
     assert "predicted before ms" in report and "measured median ms" in report

@@ -41,7 +41,8 @@ from typing import Any
 
 from ..config.target_spec import Emulation, TargetSpec
 from ..errors import TargetError, TransportError
-from .base import Reachability, Target
+from .base import Reachability
+from .linux import LinuxBoard
 from .registry import register_kind
 from .ssh_target import SshTarget
 
@@ -107,7 +108,9 @@ def _labgrid_client() -> str:
 
 
 @register_kind("labgrid")
-class LabgridTarget(Target):
+class LabgridTarget(LinuxBoard):
+    bench_iterations = 60
+
     """A board reached through a labgrid environment; see the module docstring.
 
     The place is acquired on first use (``prepare``, ``run_agent``) and held until ``close``
@@ -313,6 +316,12 @@ class LabgridTarget(Target):
             return Reachability(False, str(exc))
         answer = ssh.reachability()
         return Reachability(answer.reachable, f"{self._where}: {answer.detail}")
+
+    def open_shell(self):
+        """The acquired board's SSH shell (codesign's transport, known_hosts enforced)."""
+        if self.emulate:
+            return self._emulated().open_shell()
+        return self.acquire().open_shell()
 
     def prepare(self) -> None:
         if self.emulate:

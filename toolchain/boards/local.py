@@ -9,18 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TargetError
-from .base import Reachability, Target
+from .base import Reachability
+from .linux import LinuxBoard
 from .registry import register_kind
 from .ssh_target import AGENT_PATH, parse_agent_report
 
 
 @register_kind("local")
-class LocalTarget(Target):
+class LocalTarget(LinuxBoard):
     # The host is a shared machine whose load drifts: interleave three passes.
     default_passes = 3
 
     def reachability(self) -> Reachability:
         return Reachability(True, f"this machine ({sys.executable})")
+
+    def open_shell(self):
+        from ..bundle.deploy import LocalShell
+
+        return LocalShell(f"{self.spec.name} (this machine)")
 
     def run_agent(self, job_dir: Path, *, warmup: int, iterations: int, threads: int) -> dict[str, Any]:
         argv = [sys.executable, str(AGENT_PATH), str(job_dir), "--warmup", str(warmup),

@@ -68,6 +68,31 @@ class McuRun:
 class SerialTarget(Target):
     # A microcontroller holds the int8 head; the backbone runs upstream (issue 5, option a).
     measures = "head"
+    bundle_runtime = "firmware"
+    bench_iterations = 48  # inferences per bench, in passes of 16 reference inputs
+
+    # ---- deployment verbs (the framed protocol's two slots and atomic commit) -----------
+    def deploy(self, bundle_path: Path, *, link=None, allow_unsigned: bool = False) -> dict[str, Any]:
+        from ..bundle.deploy_mcu import deploy_mcu
+
+        return deploy_mcu(self, bundle_path, link=link, allow_unsigned=allow_unsigned)
+
+    def rollback(self, *, link=None) -> dict[str, Any]:
+        from ..bundle.deploy_mcu import rollback_mcu
+
+        return rollback_mcu(self, link=link)
+
+    def status(self, *, link=None) -> dict[str, Any]:
+        from ..bundle.deploy_mcu import status_mcu
+
+        return status_mcu(self, link=link)
+
+    def bench(self, folder: Path, manifest: dict, *, iterations: int, warmup: int = 0,
+              blocks: int = 1, slowdown: float = 0.0, shell=None) -> dict[str, Any]:
+        from ..bundle.bench import run_mcu_bench
+
+        return run_mcu_bench(self, folder, manifest, passes=max(1, iterations // 16),
+                             slowdown=slowdown)
 
     def __init__(
         self, spec: TargetSpec, *, emulate: bool = False, build_dir: Path | None = None

@@ -18,7 +18,8 @@ from typing import Any
 
 from ..config.target_spec import TargetSpec
 from ..errors import BundleError, ProtocolError, TargetError, TargetUnreachableError
-from .base import Reachability, Target
+from .base import Reachability
+from .linux import LinuxBoard
 from .registry import register_kind
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ def parse_agent_report(proc: subprocess.CompletedProcess[str], where: str) -> di
 
 
 @register_kind("ssh")
-class SshTarget(Target):
+class SshTarget(LinuxBoard):
+    # A bench on a board (or, worse, its qemu-user emulation) times fewer inferences.
+    bench_iterations = 60
+
     """A board behind OpenSSH; see ``toolchain.boards.ssh`` for the transport's rules."""
 
     def __init__(
@@ -149,6 +153,34 @@ class SshTarget(Target):
             log.warning("%s; running the agent in the qemu-user emulation instead", exc)
             return self._run_emulated(job_dir, warmup, iterations, threads)
         return self._run_remote(transport, remote, job_dir, warmup, iterations, threads)
+
+    def open_shell(self):
+        """SSH to the board; its qemu-user emulation (a local folder) when it cannot be reached
+        and the spec names one, or when ``emulate`` is asked for."""
+        from ..bundle.deploy import SshShell
+
+        if not self.emulate:
+            try:
+                transport = self.transport()
+                transport.check()
+                return SshShell(transport)
+            except TargetUnreachableError as exc:
+                if not self.can_emulate:
+                    raise
+                log.warning("%s; using the qemu-user emulation of %s instead", exc, self.spec.name)
+        return self._emulated_shell()
+
+    def _emulated_shell(self):
+        from ..bundle.deploy import LocalShell
+        from ..errors import DeployError
+        from .emulation import DEFAULT_ROOTFS, prepare_rootfs
+
+        spec = self.spec
+        if not self.can_emulate:
+            raise DeployError(f"target '{spec.name}' has no qemu-user emulation; connect the board")
+        rootfs = prepare_rootfs(spec.emulation.rootfs or DEFAULT_ROOTFS)
+        return LocalShell(f"{spec.name} (qemu-user emulation)", rootfs=rootfs,
+                          cpu=spec.emulation.cpu or "cortex-a72")
 
     def _run_remote(self, transport, remote: str, job_dir: Path, warmup, iterations, threads):
         try:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import BundleError, CodesignError, ConfigError, RegressionError, TargetError
 from ..profiling.stats import median, summarize
-from .deploy import LocalShell, _readlink, _runner_json, bundle_id, deploy_root, open_shell
+from .deploy import LocalShell, _readlink, _runner_json, bundle_id, deploy_root
 from .opening import open_bundle
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def block_statistic(samples: list[float], blocks: int) -> tuple[float, list[floa
 
 
 # ---- running it -----------------------------------------------------------------------------------
-def _run_linux(
+def run_linux_bench(
     target,
     folder: Path,
     manifest: dict,
@@ -51,7 +51,7 @@ def _run_linux(
     shell,
 ) -> dict:
     spec = target.spec
-    shell = shell or open_shell(target)
+    shell = shell or target.open_shell()
     args = [
         "--bench",
         str(iterations),
@@ -112,7 +112,7 @@ def _run_linux(
     return dict(report, where=where, board=shell.label, self_check=check)
 
 
-def _run_mcu(target, folder: Path, manifest: dict, passes: int, slowdown: float) -> dict:
+def run_mcu_bench(target, folder: Path, manifest: dict, passes: int, slowdown: float) -> dict:
     from ..mcu.blob import from_blob
 
     art = manifest["artefact"]
@@ -307,24 +307,15 @@ def bench(
                 f"not '{spec.name}'; build one with 'codesign bundle --target {spec.name}'"
             )
         runtime = manifest["artefact"]["runtime"]
-        if (spec.kind == "serial") != (runtime == "firmware"):
+        if runtime != getattr(target, "bundle_runtime", None):
             raise BundleError(
-                f"bundle {bundle_path} is a {runtime} bundle, but '{spec.name}' is a "
-                f"{spec.kind} target; rebuild it with 'codesign bundle --target {spec.name}'"
+                f"bundle {bundle_path} is a {runtime} bundle, but '{spec.name}' (kind "
+                f"'{target.kind}') runs {getattr(target, 'bundle_runtime', 'no')} bundles; "
+                f"rebuild it with 'codesign bundle --target {spec.name}'"
             )
         bid = bundle_id(folder)
-        if spec.kind == "serial":
-            raw = _run_mcu(
-                target,
-                folder,
-                manifest,
-                passes=max(1, (iterations or 48) // 16),
-                slowdown=inject_slowdown,
-            )
-        else:
-            emulated_hint = spec.kind == "ssh"
-            n = iterations or (60 if emulated_hint else 300)
-            raw = _run_linux(target, folder, manifest, n, warmup, blocks, inject_slowdown, shell)
+        raw = target.bench(folder, manifest, iterations=iterations or target.bench_iterations,
+                           warmup=warmup, blocks=blocks, slowdown=inject_slowdown, shell=shell)
     samples = [float(x) for x in raw["latency_ms_samples"]]
     stat, block_medians = block_statistic(samples, blocks)
     summary = dict(

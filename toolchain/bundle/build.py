@@ -43,7 +43,7 @@ def resolve_candidate(
     a target with no selection is an error here; the bundle flow predicts one for it first."""
     source = "explicit"
     if candidate_id is None:
-        sel = run.selection(spec.name, spec.hash)
+        sel = run.selection(spec)
         if sel is None:
             raise RunDirError(
                 f"{run.path}: no selection for target '{spec.name}' (spec {spec.hash[:12]}) in "

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError, DeployError, TargetError, TargetUnreachableError
+from ..errors import BundleError, DeployError, TargetError
 from ..paths import codesign_home
 from .manifest import MANIFEST, bundle_id
 from .opening import open_bundle
@@ -48,6 +48,7 @@ class BoardShell:
 
     label = "board"
     emulated = False
+    on_board = False  # a real board's login (relative deploy folder), not this machine
 
     def run(self, argv: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
         raise NotImplementedError
@@ -66,6 +67,8 @@ class BoardShell:
 
 
 class SshShell(BoardShell):
+    on_board = True
+
     def __init__(self, transport) -> None:
         self.transport = transport
         self.label = transport.label
@@ -126,7 +129,7 @@ def deploy_root(spec, shell=None) -> str:
     if root is None:
         # On a board, relative to the login folder; on this machine (the host as a board, or a
         # board's qemu-user emulation) under CODESIGN_HOME, never the current directory.
-        on_board = spec.kind == "ssh" and not isinstance(shell, LocalShell)
+        on_board = shell is not None and shell.on_board
         root = "codesign" if on_board else str(codesign_home() / "boards" / spec.name)
     root = root.rstrip("/") or "/"
     if not _SAFE.fullmatch(root) or root.startswith("-"):
@@ -135,38 +138,8 @@ def deploy_root(spec, shell=None) -> str:
 
 
 def open_shell(target) -> BoardShell:
-    """The shell of a Linux target: SSH to the board; the host itself for a local target; the
-    qemu-user emulation (a local folder) for an SSH board that cannot be reached."""
-    spec = target.spec
-    if spec.kind in ("local", "emulated"):
-        return LocalShell(f"{spec.name} (this machine)")
-    if spec.kind != "ssh":
-        raise DeployError(
-            f"target '{spec.name}' is a {spec.kind} target; Linux bundles deploy over "
-            "SSH or to the host"
-        )
-    if not getattr(target, "emulate", False):
-        try:
-            transport = target.transport()
-            transport.check()
-            return SshShell(transport)
-        except TargetUnreachableError as exc:
-            if not target.can_emulate:
-                raise
-            log.warning("%s; deploying to the qemu-user emulation of %s instead", exc, spec.name)
-    return _emulated_shell(target)
-
-
-def _emulated_shell(target) -> LocalShell:
-    from ..boards.emulation import DEFAULT_ROOTFS, prepare_rootfs
-
-    spec = target.spec
-    if not target.can_emulate:
-        raise DeployError(f"target '{spec.name}' has no qemu-user emulation; connect the board")
-    rootfs = prepare_rootfs(spec.emulation.rootfs or DEFAULT_ROOTFS)
-    return LocalShell(
-        f"{spec.name} (qemu-user emulation)", rootfs=rootfs, cpu=spec.emulation.cpu or "cortex-a72"
-    )
+    """The board's shell, as its kind opens it (``target.open_shell()``)."""
+    return target.open_shell()
 
 
 # ---- the bundle on this side ----------------------------------------------------------------------
@@ -235,14 +208,29 @@ def _version_name(link: str | None) -> str | None:
     return link.rsplit("/", 1)[-1] if link else None
 
 
-def deploy(
+def deploy(target, bundle_path: Path, **options) -> dict[str, Any]:
+    """Deploy a bundle to ``target`` through its kind's ``deploy`` verb."""
+    return target.deploy(Path(bundle_path), **options)
+
+
+def rollback(target, **options) -> dict[str, Any]:
+    """Switch the board back to its previous version (its kind's ``rollback`` verb)."""
+    return target.rollback(**options)
+
+
+def status(target, **options) -> dict[str, Any]:
+    """What the board runs (its kind's ``status`` verb)."""
+    return target.status(**options)
+
+
+def deploy_linux(
     target,
     bundle_path: Path,
     *,
     shell: BoardShell | None = None,
     allow_unsigned: bool = False,
 ) -> dict[str, Any]:
-    """Deploy a bundle folder or archive to a Linux target; return what was done.
+    """Deploy a bundle folder or archive to a Linux board's shell; return what was done.
 
     Steps: (1) check the bundle here (manifest, signature, hashes), (2) prepare the board,
     (3) upload, (4) verify every hash on the board, (5) self-check on the board, (6) switch
@@ -250,10 +238,6 @@ def deploy(
     step 6 completed, and the partial upload is removed on every failure (a killed deploy's
     is removed by the next one)."""
     spec = target.spec
-    if spec.kind == "serial":
-        from .deploy_mcu import deploy_mcu
-
-        return deploy_mcu(target, bundle_path, allow_unsigned=allow_unsigned)
     with open_bundle(bundle_path, allow_unsigned=allow_unsigned) as (folder, manifest, trust):
         _check_target(manifest, spec)
         if (manifest.get("artefact") or {}).get("runtime") != "onnxruntime":
@@ -261,7 +245,7 @@ def deploy(
                 f"bundle {bundle_path} is not an onnxruntime bundle; rebuild it for '{spec.name}'"
             )
         bid = bundle_id(folder)
-        shell = shell or open_shell(target)
+        shell = shell or target.open_shell()
         root = deploy_root(spec, shell)
         before = _version_name(_readlink(shell, f"{root}/current"))
         step = _Step(spec, bid[:12], before)
@@ -380,14 +364,9 @@ def _prune(shell: BoardShell, root: str, keep: set) -> None:
             shell.run(["rm", "-rf", "--", f"{root}/versions/{name}"])
 
 
-def rollback(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
+def rollback_linux(target, *, shell: BoardShell) -> dict[str, Any]:
     """Switch ``current`` back to ``previous`` (after re-running its self-check)."""
     spec = target.spec
-    if spec.kind == "serial":
-        from .deploy_mcu import rollback_mcu
-
-        return rollback_mcu(target)
-    shell = shell or open_shell(target)
     root = deploy_root(spec, shell)
     current = _version_name(_readlink(shell, f"{root}/current"))
     previous = _version_name(_readlink(shell, f"{root}/previous"))
@@ -418,14 +397,9 @@ def rollback(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
     }
 
 
-def status(target, *, shell: BoardShell | None = None) -> dict[str, Any]:
+def status_linux(target, *, shell: BoardShell) -> dict[str, Any]:
     """What the board runs: the current version, its manifest summary and deployment record."""
     spec = target.spec
-    if spec.kind == "serial":
-        from .deploy_mcu import status_mcu
-
-        return status_mcu(target)
-    shell = shell or open_shell(target)
     root = deploy_root(spec, shell)
     current = _version_name(_readlink(shell, f"{root}/current"))
     out: dict[str, Any] = {

@@ -124,6 +124,16 @@ class TargetSpec:
         return spec_hash(plain)
 
     @property
+    def board_hash(self) -> str:
+        """Hash of what the board *is*, not how it is reached nor what it is called: boards of
+        one kind and spec (a farm of identical Pis at different addresses) share it, so their
+        records pool into one cost model and a selection survives a changed address."""
+        plain = to_plain(self)
+        for key in ("name", "description", "connection", "labgrid"):
+            plain.pop(key, None)
+        return spec_hash(plain)
+
+    @property
     def runtime_names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.runtimes)
 

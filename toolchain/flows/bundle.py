@@ -22,7 +22,7 @@ def ensure_selection(run_dir: Path, target, store) -> dict:
 
     run = RunDir.open(run_dir)
     spec = target.spec
-    sel = run.selection(spec.name, spec.hash)
+    sel = run.selection(spec)
     if sel is not None:
         return sel
     if target.measures == "head":
@@ -39,9 +39,9 @@ def ensure_selection(run_dir: Path, target, store) -> dict:
                 f"no candidate of {run.path} fits target '{spec.name}' by prediction (its "
                 "budgets in the target file); profile it, relax its budgets, or pass --candidate"
             )
-    run.set_selection(spec.name, spec.hash, sel)
+    run.set_selection(spec, sel)
     run.save(render)
-    return run.selection(spec.name, spec.hash)
+    return run.selection(spec)
 
 
 def bundle_for_target(run_dir: Path, target, out_dir: Path, *, candidate_id: str | None = None,

@@ -42,6 +42,6 @@ def profile_mcu(run_dir: Path, target, store, **options) -> dict:
     run.board.setdefault("mcu", {})[name] = summary
     sel = _mcu_selection(summary)
     if sel is not None:
-        run.set_selection(name, summary["target_hash"], sel)
+        run.set_selection(target.spec, sel)
     run.save(render)
     return summary

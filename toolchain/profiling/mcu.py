@@ -40,7 +40,7 @@ def default_candidates(board: dict, run_dir: Path, spec=None) -> list[str]:
     from ..rundir import target_key
 
     ids: list[str] = []
-    own = (board.get("selections") or {}).get(target_key(spec.name, spec.hash)) if spec else None
+    own = (board.get("selections") or {}).get(target_key(spec.name, spec.board_hash)) if spec else None
     for cid in ((own or {}).get("base_id"), board.get("selected")):
         if cid and cid not in ids:
             ids.append(cid)

@@ -210,7 +210,7 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
     }
     pipeline.attach_test_accuracy(board, run_dir, summary)
     # This target's own selection; every other target's stays as it was.
-    run.set_loop(summary)
+    run.set_loop(target.spec, summary)
     run.save(render)
     (Path(run_dir) / f"loop-{target.spec.name}.json").write_text(json.dumps(summary, indent=2))
     return summary
