@@ -79,15 +79,17 @@ class Target(ABC):
         """Run an int8 head on features computed upstream (microcontrollers)."""
         raise self._unsupported("run an int8 head")
 
-    def deploy(self, bundle_path: Path) -> dict[str, Any]:
+    # The unsupported verbs take the options the callers pass (allow_unsigned=, shell=...), so
+    # a kind without the verb answers with the one-line error, not a TypeError.
+    def deploy(self, bundle_path: Path, **options) -> dict[str, Any]:
         """Install a bundle: integrity and signature checks, self-check, atomic switch."""
         raise self._unsupported("deploy a bundle")
 
-    def rollback(self) -> dict[str, Any]:
+    def rollback(self, **options) -> dict[str, Any]:
         """Switch back to the previous deployed version."""
         raise self._unsupported("roll back a deployment")
 
-    def status(self) -> dict[str, Any]:
+    def status(self, **options) -> dict[str, Any]:
         """What is deployed and active."""
         raise self._unsupported("report its deployment status")
 

@@ -8,6 +8,9 @@ no wall-clock noise. Every record it produces says ``emulated = true``, with the
 its emulation evidence.
 
 The rate is ``[emulation] latency_scale`` bytes per microsecond in the target file (default 1).
+``targets/fake.toml`` is such a board. ``codesign bench`` on it runs the bundle's real runner
+(self-check and reference accuracy are real) but reports the same deterministic samples, so two
+benches of one bundle give the same statistic, and ``--inject-slowdown`` stretches them exactly.
 """
 
 from __future__ import annotations
@@ -41,3 +44,24 @@ class FakeTarget(LocalTarget):
         report["emulated"] = True
         report["emulation_evidence"] = f"fake board: {model_bytes} bytes -> {lat:.4g} ms"
         return report
+
+    def bench(self, folder: Path, manifest: dict, *, iterations: int, warmup: int, blocks: int,
+              slowdown: float = 0.0, shell=None) -> dict[str, Any]:
+        # The runner's own bench runs once, for its self-check and reference accuracy; its
+        # timings would be thrown away, so it times one inference, not `iterations`.
+        report = super().bench(folder, manifest, iterations=1, warmup=0, blocks=1, slowdown=0.0,
+                               shell=shell)
+        model_bytes = (Path(folder) / manifest["artefact"]["model"]).stat().st_size
+        lat = fake_latency_ms(model_bytes, self.spec.emulation.latency_scale)
+        sample = lat * (1.0 + float(slowdown))
+        return dict(
+            report,
+            iterations=iterations,
+            warmup=warmup,
+            blocks=blocks,
+            injected_slowdown=slowdown,
+            load_ms=lat,  # a fake timing too: nothing in the report depends on the clock
+            latency_ms_samples=[sample] * iterations,
+            emulated=True,
+            emulation_evidence=f"fake board: {model_bytes} bytes -> {lat:.4g} ms",
+        )

@@ -9,6 +9,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
@@ -96,7 +97,7 @@ class Labgrid:
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
-    kind: Literal["local", "ssh", "serial", "emulated", "labgrid"]
+    kind: str  # a registered target kind: BUILTIN_KINDS or an entry point (known_kinds())
     arch: str
     description: str = ""
     threads: int = 1
@@ -218,6 +219,45 @@ def _one_of(values) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
+# ---- target kinds ---------------------------------------------------------------------------------
+# The kinds codesign itself implements, as data: config sits below the boards and must not import
+# them (tests/boards/test_kinds.py keeps this in step with boards/registry.py's module map).
+BUILTIN_KINDS = ("local", "ssh", "serial", "emulated", "labgrid", "fake")
+# Third-party kinds: an installed distribution's entry point ``name = package.module`` in this
+# group; importing the module registers the kind (``@register_kind(name)``).
+KIND_ENTRY_POINT_GROUP = "codesign.target_kinds"
+KIND_NAME = r"[a-z][a-z0-9_-]{0,63}"
+# Kinds registered in this process without an entry point (boards/registry.py's register_kind
+# declares each one here: a kind defined in a test's conftest loads as a built-in one does).
+_DECLARED_KINDS: set[str] = set()
+
+
+def declare_kind(name: str) -> None:
+    """Let specs name ``name`` (called by ``register_kind``)."""
+    _DECLARED_KINDS.add(name)
+
+
+def entry_point_kinds() -> tuple[str, ...]:
+    """The kind names of the installed ``codesign.target_kinds`` entry points (not loaded)."""
+    return tuple(sorted({ep.name for ep in entry_points(group=KIND_ENTRY_POINT_GROUP)}))
+
+
+def known_kinds() -> tuple[str, ...]:
+    """Every kind a target file may name: built-in, declared in this process, entry points."""
+    return tuple(sorted(set(BUILTIN_KINDS) | _DECLARED_KINDS | set(entry_point_kinds())))
+
+
+def _kind_problem(kind: str) -> str:
+    if not isinstance(kind, str) or not re.fullmatch(KIND_NAME, kind):
+        return ("a kind name: a lower-case letter, then lower-case letters, digits, - or _ "
+                f"(known kinds: {_one_of(known_kinds())})")
+    # The entry points are read only for a name that is not built in: most specs never pay it.
+    if kind in BUILTIN_KINDS or kind in _DECLARED_KINDS or kind in entry_point_kinds():
+        return ""
+    return (f"one of {_one_of(known_kinds())}; or install the package whose "
+            f"'{KIND_ENTRY_POINT_GROUP}' entry point provides '{kind}'")
+
+
 def _numeric_problem(key: str, value) -> str:
     rng = RANGES[key]
     if rng.allows(value):
@@ -226,6 +266,7 @@ def _numeric_problem(key: str, value) -> str:
 
 
 def _string_problems(spec: TargetSpec):
+    yield "kind", spec.kind, _kind_problem(spec.kind)
     yield "name", spec.name, (
         "lower-case letters, digits, - or _ (at most 64, starting with a letter or digit)"
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", spec.name) else "")
