@@ -162,9 +162,10 @@ def test_pending_migration_is_applied_to_an_old_database(tmp_path, monkeypatch):
     old = make_record()
     with RecordStore(path) as store:
         assert [m[0] for m in store.migrations()] == [1]
-        # A record as codesign wrote it at schema 1 (no input_tokens column yet).
-        cols = [c for c in dbmod._COLUMNS if c != "input_tokens_json"]
-        row = [v for c, v in zip(dbmod._COLUMNS, dbmod._to_row(old), strict=True) if c != "input_tokens_json"]
+        # A record as codesign wrote it at schema 1 (no input_tokens nor board_hash column yet).
+        later = ("input_tokens_json", "board_hash")
+        cols = [c for c in dbmod._COLUMNS if c not in later]
+        row = [v for c, v in zip(dbmod._COLUMNS, dbmod._to_row(old), strict=True) if c not in later]
         store._conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
     monkeypatch.setattr(dbmod, "MIGRATIONS", MIGRATIONS)
     with RecordStore(path) as store:

@@ -217,7 +217,7 @@ def measure_heads(run_dir: Path, target, store, *, candidate_ids: list[str] | No
         instructions = [int(c) for r in kept for c in r.counts] if unit == "instructions" else []
         fw = runs[0].firmware
         record = CostRecord(
-            target=spec.name, target_hash=spec.hash, candidate_id=cand.id,
+            target=spec.name, target_hash=spec.hash, board_hash=spec.board_hash, candidate_id=cand.id,
             candidate=cand.to_dict(), precision=PRECISION,
             recipe=f"int8 per-channel weights, per-tensor activations (TFLite integer-only); "
                    f"calibrated on {min(MAX_CALIBRATION_ROWS, len(dataset.train))} train rows",

@@ -109,6 +109,10 @@ class CostRecord:
     input_tokens: tuple[int, ...] = ()
     predicted_latency_ms: float | None = None  # what the cost model said before measuring
     host: dict = field(default_factory=dict)
+    # TargetSpec.board_hash: what the board is, without its name and address. Boards sharing it
+    # (a farm of identical Pis) pool their records into one cost model. "" when unknown (a record
+    # of an older codesign whose target file has changed since).
+    board_hash: str = ""
     run_id: str = ""
     record_id: str = field(default_factory=new_record_id)
     recorded_at: str = field(default_factory=utc_now_iso)

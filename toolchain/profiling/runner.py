@@ -173,8 +173,8 @@ def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str,
             "outputs_reference": "fp32 artefact on the host",
             "outputs_max_abs_diff_vs_fp32": f"{diff:.3g}", "outputs_argmax_agreement_vs_fp32": f"{agree:.3g}"}
     return CostRecord(
-        target=target.spec.name, target_hash=target.spec.hash, candidate_id=meta["candidate_id"],
-        candidate=meta["candidate"], precision=precision, recipe=meta.get("recipe", ""),
+        target=target.spec.name, target_hash=target.spec.hash, board_hash=target.spec.board_hash,
+        candidate_id=meta["candidate_id"], candidate=meta["candidate"], precision=precision, recipe=meta.get("recipe", ""),
         runtime=runtime.get("name", "onnxruntime"), runtime_version=runtime.get("version", ""),
         provider=runtime.get("provider", "CPU"), threads=int(report.get("threads", target.spec.threads)),
         warmup=int(report["warmup"]), iterations=int(report["iterations"]),

@@ -257,13 +257,18 @@ class RecordStore:
         *,
         precision: str | None = None,
         target_hash: str | None = None,
+        board_hash: str | None = None,
         settled: bool = False,
     ) -> list[CostRecord]:
         """Records matching every given filter, oldest first; with ``settled``, none from an
-        unfinished profile session (an interrupted candidate has fewer samples than asked)."""
+        unfinished profile session (an interrupted candidate has fewer samples than asked).
+        ``board_hash`` selects every board of one kind and spec, whatever its name."""
+        if board_hash == "":
+            raise ValueError("board_hash '' means unknown; pass a TargetSpec.board_hash")
         clauses, params = [], []
         for column, value in (("target", target), ("candidate_id", candidate_id), ("run_id", run_id),
-                              ("precision", precision), ("target_hash", target_hash)):
+                              ("precision", precision), ("target_hash", target_hash),
+                              ("board_hash", board_hash)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -276,6 +281,20 @@ class RecordStore:
         with self._guard("read"):
             rows = self._conn.execute(sql, params).fetchall()
         return [_from_row(r) for r in rows]
+
+    def tag_board(self, target_hash: str, board_hash: str) -> int:
+        """Give the records made with spec ``target_hash`` that lack a board hash (made before
+        records carried one) ``board_hash``; returns how many. The spec hash determines the
+        board hash, so this is exact; it writes only when such records exist."""
+        if not target_hash or not board_hash:
+            return 0
+        sql = "FROM records WHERE target_hash = ? AND board_hash = ''"
+        with self._guard("read"):
+            if self._conn.execute(f"SELECT 1 {sql} LIMIT 1", (target_hash,)).fetchone() is None:
+                return 0
+        with self._guard("write board hashes to"), self._write() as db:
+            return db.execute("UPDATE records SET board_hash = ? WHERE target_hash = ? AND board_hash = ''",
+                              (board_hash, target_hash)).rowcount
 
     def measured_candidates(
         self, target: str, *, emulated: bool | None = None, precision: str | None = None,

@@ -105,3 +105,32 @@ def m002_profile_progress(db: sqlite3.Connection) -> None:
 def m003_input_tokens(db: sqlite3.Connection) -> None:
     # Records made before this migration did not keep their input lengths: '[]' means unknown.
     db.execute("ALTER TABLE records ADD COLUMN input_tokens_json TEXT NOT NULL DEFAULT '[]'")
+
+
+def _board_hashes() -> dict[str, str]:
+    """Spec hash → board hash of every target file known now, as loaded with and without the
+    environment's overrides (a record carries whichever spec it was measured with)."""
+    from ..config.target_spec import known_target_files, load_target_spec
+    from ..errors import CodesignError
+
+    out: dict[str, str] = {}
+    for path in known_target_files().values():
+        for apply_env in (False, True):
+            try:
+                spec = load_target_spec(path, apply_env=apply_env)
+            except (CodesignError, ValueError, OSError):  # a broken file: its records stay unpooled
+                continue
+            out[spec.hash] = spec.board_hash
+    return out
+
+
+@migration(4)
+def m004_board_hash(db: sqlite3.Connection) -> None:
+    # Records pool across boards of one kind and spec (TargetSpec.board_hash). An old record
+    # knew only its full spec hash; where a target file of today has that hash, its board hash
+    # is known. The others keep '' and serve their own target (by name) only.
+    db.execute("ALTER TABLE records ADD COLUMN board_hash TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX idx_records_board ON records (board_hash)")
+    for spec_hash, board_hash in _board_hashes().items():
+        db.execute("UPDATE records SET board_hash = ? WHERE target_hash = ? AND board_hash = ''",
+                   (board_hash, spec_hash))
