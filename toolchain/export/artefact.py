@@ -3,6 +3,11 @@
 ``<run>/artefacts/<candidate id>/`` holds model.onnx, the tokenizer files, reference.npz (inputs
 and PyTorch's outputs, for self-checks) and artefact.json (what it is, how it was checked, the
 accuracy measured from the artefact itself, and the sha256 of every file).
+
+Several workers (one per board of ``codesign profile --target A --target B``, or two processes)
+may ask for the same artefact at once. Each folder is built under its own lock
+(:func:`toolchain.locks.directory_lock`) and checked again once the lock is held, so the first
+one builds it and the others reuse it; none writes into a folder another is writing.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +25,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ExportError, QuantizationError, RunDirError
 from ..features.cache import atomic_write_json
+from ..locks import directory_lock
 from ..search.candidate import Candidate
 from ..search.fit import SavedHead
 from .quantize import RECIPES, apply_recipe
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 OPSET = 17
 N_REFERENCE = 16
 N_CALIBRATION = 64
+# torch.onnx.export and the quantizer keep module-level state (torch.onnx's export globals):
+# one conversion at a time in this process. Checks and accuracy runs stay parallel.
+_CONVERTING = threading.Lock()
 
 
 def sha256_file(path: Path) -> str:
@@ -84,8 +94,9 @@ def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset) -> tu
     try:
         # The TorchScript exporter writes one self-contained file (the dynamo one splits out
         # external data), which is what a board wants.
-        torch.onnx.export(module, sample, str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["probs"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        with _CONVERTING:
+            torch.onnx.export(module, sample, str(path), input_names=["input_ids", "attention_mask"],
+                              output_names=["probs"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     except Exception as exc:  # the exporter raises many types; report it as one error
         raise ExportError(f"candidate {saved.candidate.id}: ONNX export failed: {exc}") from exc
     ref.save(out_dir / "reference.npz")
@@ -134,21 +145,30 @@ def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
     dataset = None
     meta = read_artefact(fp32_dir)
     if meta is None:
+        # The dataset check first: a changed dataset must not leave an empty folder behind.
         dataset, _ = _run_context(run_dir, board)
-        model_path = board["models"][base.backbone]["path"]
-        path, ref = export_fp32(saved, model_path, fp32_dir, dataset)
-        check = validate_artefact(path, ref, "fp32")
-        acc = artefact_accuracy(path, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
-        meta = _finish(fp32_dir, {
-            "schema": 1, "candidate": base.to_dict(), "candidate_id": base.id, "base_candidate_id": base.id,
-            "precision": "fp32", "recipe": "", "validation": check.to_dict(), "val_acc": acc,
-            "fp32_val_acc": acc, "accuracy_guard": "ok", "opset": OPSET, "label_names": board["label_names"],
-            "exporter": "torch.onnx (TorchScript)", "versions": _versions(), "runtime": "onnxruntime",
-            "max_length": base.max_length,
-        })
+        with directory_lock(fp32_dir):
+            meta = read_artefact(fp32_dir)  # built by another worker while this one waited?
+            if meta is None:
+                meta = _fp32(board, saved, fp32_dir, dataset)
     if precision == "fp32":
         return fp32_dir, meta
     return _quantized(run_dir, board, base, fp32_dir, meta, precision, max_accuracy_drop, dataset)
+
+
+def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset) -> dict:
+    base = saved.candidate
+    model_path = board["models"][base.backbone]["path"]
+    path, ref = export_fp32(saved, model_path, fp32_dir, dataset)
+    check = validate_artefact(path, ref, "fp32")
+    acc = artefact_accuracy(path, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
+    return _finish(fp32_dir, {
+        "schema": 1, "candidate": base.to_dict(), "candidate_id": base.id, "base_candidate_id": base.id,
+        "precision": "fp32", "recipe": "", "validation": check.to_dict(), "val_acc": acc,
+        "fp32_val_acc": acc, "accuracy_guard": "ok", "opset": OPSET, "label_names": board["label_names"],
+        "exporter": "torch.onnx (TorchScript)", "versions": _versions(), "runtime": "onnxruntime",
+        "max_length": base.max_length,
+    })
 
 
 def _versions() -> dict:
@@ -170,6 +190,14 @@ def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, max_drop, d
         return out_dir, meta
     if dataset is None:
         dataset, _ = _run_context(run_dir, board)
+    with directory_lock(out_dir):
+        meta = read_artefact(out_dir)  # built by another worker while this one waited?
+        if meta is None:
+            meta = _quantize(board, base, cand, out_dir, fp32_dir, fp32_meta, precision, max_drop, dataset)
+    return out_dir, meta
+
+
+def _quantize(board, base, cand, out_dir, fp32_dir, fp32_meta, precision, max_drop, dataset) -> dict:
     ref = ReferenceSet.load(fp32_dir / "reference.npz")
     tok = load_tokenizer(fp32_dir, base.max_length)
 
@@ -186,7 +214,8 @@ def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, max_drop, d
     best = None
     for recipe in RECIPES[precision]:
         staging = out_dir / f".{recipe}.onnx"
-        apply_recipe(recipe, fp32_dir / "model.onnx", staging, calibration)
+        with _CONVERTING:
+            apply_recipe(recipe, fp32_dir / "model.onnx", staging, calibration)
         check = compare(run_reference(ort_session(staging), ref), ref, precision)
         acc = artefact_accuracy(staging, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
         drop = fp32_meta["val_acc"] - acc
@@ -214,4 +243,4 @@ def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, max_drop, d
         "label_names": board["label_names"], "exporter": "torch.onnx (TorchScript) + onnxruntime.quantization",
         "versions": _versions(), "runtime": "onnxruntime", "max_length": base.max_length,
     })
-    return out_dir, meta
+    return meta
