@@ -37,6 +37,7 @@ test: install converter-env
 
 lint: install
 	$(BIN)/ruff check toolchain tests benchmarks
+	$(BIN)/lint-imports
 
 firmware:
 	$(MAKE) -C firmware_stubs

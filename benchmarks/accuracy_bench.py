@@ -70,8 +70,8 @@ def _spread(xs) -> list[float] | None:
 
 def search_stage(name: str, max_candidates: int, heads, reuse: bool):
     """`codesign run` on the full dataset (no budget); returns (run_dir, board, extraction)."""
+    from toolchain.flows.run import RunConfig, extract, search
     from toolchain.paths import codesign_home
-    from toolchain.pipeline import RunConfig, extract, search
     from toolchain.report.write import read_leaderboard, write_run
 
     run_dir = codesign_home() / "runs" / f"bench-{name}-c{max_candidates}"
@@ -145,7 +145,7 @@ def measure_picks(run_dir: Path, board, store, ids: list[str], base_id: str, ite
     import uuid
 
     from toolchain.boards.registry import open_target
-    from toolchain.pipeline import run_dataset
+    from toolchain.flows.run import run_dataset
     from toolchain.profiling.runner import ProfilePlan, profile
 
     pairs = [(i, "fp32") for i in ids] + [(base_id, "int8-dynamic")]
@@ -163,8 +163,8 @@ def host_cost_model(board, store):
     """The host's cost model fitted from every record so far, for all candidates of the run."""
     from toolchain.boards.registry import open_target
     from toolchain.features.backbone import backbone_info, resolve_model
+    from toolchain.flows.loop import _fit, board_seq_len
     from toolchain.search.candidate import Candidate
-    from toolchain.search.loop import _fit, board_seq_len
 
     infos = {n: backbone_info(resolve_model(m["path"])) for n, m in board["models"].items()}
     seq_len = board_seq_len(board)
@@ -177,7 +177,7 @@ def rpi4_stage(run_dir: Path, board, store, infos, seq_len, precisions, toleranc
     """Selection for the rpi4 board from predicted costs (no board here): budget = half the
     predicted latency of the full-depth int8 model."""
     from toolchain.config.target_spec import load_target_spec
-    from toolchain.search.loop import rank
+    from toolchain.flows.loop import rank
     from toolchain.search.select import Budgets
 
     spec = load_target_spec("rpi4")
@@ -224,7 +224,7 @@ def bench_dataset(name: str, args) -> dict:
     from toolchain.baselines import last_layer_baseline, majority_baseline
     from toolchain.boards.registry import open_target
     from toolchain.features.backbone import resolve_model
-    from toolchain.search.loop import co_design
+    from toolchain.flows.loop import co_design
     from toolchain.store.db import RecordStore
 
     t_start = time.perf_counter()

@@ -56,8 +56,8 @@ def summary(xs) -> dict:
 
 def ensure_run(run_dir: Path | None) -> Path:
     """A run to export from: the one given, or a small trec run (single layers, softmax heads)."""
+    from toolchain.flows.run import RunConfig, run
     from toolchain.paths import codesign_home
-    from toolchain.pipeline import RunConfig, run
 
     if run_dir is not None:
         return run_dir
@@ -88,7 +88,7 @@ def fused_then_quantized(fp32: Path, out: Path) -> None:
 def calibration(board, tok, n: int = 64):
     """Static recipes calibrate on training text at real lengths (batch 1), as artefacts do."""
     from toolchain.export.text_inputs import encode
-    from toolchain.pipeline import run_dataset
+    from toolchain.flows.run import run_dataset
 
     texts = run_dataset(board).train.texts[:n]
     return [(x[None, :], np.ones((1, len(x)), np.int64)) for x in encode(tok, texts)]
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from toolchain.export.text_inputs import encode, load_tokenizer
     from toolchain.export.validate import ort_session
     from toolchain.features.backbone import load_backbone, resolve_model
-    from toolchain.pipeline import run_dataset
+    from toolchain.flows.run import run_dataset
     from toolchain.report.write import read_leaderboard
     from toolchain.search.fit import SavedHead
 

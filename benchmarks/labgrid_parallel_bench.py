@@ -4,10 +4,11 @@ Issue 12 asks that two stand-in boards profiled in parallel through one labgrid 
 at most 1.5x the wall time of one board. Timings belong here, not in a test (machines are
 noisy): this starts two stand-in boards (tests/boards: sshd in its own network namespace, an
 emulated aarch64 python3), describes them in one local labgrid environment (no coordinator),
-builds a tiny run, and times the same profile on board-a alone and on both boards at once (one
-thread per board), alternating the two ``--repeats`` times. It prints each time, the ratio of the
-medians, and the CPU model and load, because the stand-in boards' "CPUs" are the host's own:
-with fewer free cores than boards the ratio measures the host, not codesign. So each board's
+builds a tiny run, and times the same profile on board-a alone and on both boards at once (the
+flow of ``codesign profile --target A --target B``: one worker thread per board), alternating
+the two ``--repeats`` times. It prints each time, the ratio of the medians, and the CPU model
+and load, because the stand-in boards' "CPUs" are the host's own: with fewer free cores than
+boards the ratio measures the host, not codesign. So each board's
 sshd (and with it every emulated python3 it starts) is pinned to a core of its own, as each real
 board has its own CPU (``--no-pin`` to let them share); the host side (export checks, ssh
 clients, labgrid) runs anywhere.
@@ -27,7 +28,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -48,7 +48,7 @@ def cpu_model() -> str:
 def _tiny_run(work: Path) -> Path:
     import importlib.util
 
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
 
     # tests/conftest.py by path: other folders on sys.path have a conftest module too.
     spec = importlib.util.spec_from_file_location("_codesign_tests_root", ROOT / "tests" / "conftest.py")
@@ -64,30 +64,20 @@ def _tiny_run(work: Path) -> Path:
 
 
 def _profile(run_dir: Path, targets, heads, iterations: int, db: Path) -> float:
-    """Wall seconds for every target to profile ``heads``, one thread per target."""
-    from toolchain.profiling.runner import profile_candidates
-    from toolchain.store.db import RecordStore
+    """Wall seconds for every target to profile ``heads`` through ``codesign profile``'s own
+    many-boards flow (one worker thread per board)."""
+    from toolchain.flows.profile import ProfileOptions, profile_boards
 
-    errors: list[BaseException] = []
-
-    def work(target):
-        try:
-            with RecordStore(db) as store:
-                records = profile_candidates(run_dir, target, store, heads, ("fp32",), warmup=2,
-                                             iterations=iterations)
-            assert len(records) == len(heads), records
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in targets]
+    options = ProfileOptions(candidates=tuple(heads), precisions=("fp32",), warmup=2, iterations=iterations,
+                             passes=1)
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = profile_boards(run_dir, targets, options, db_path=db)
     elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
+    failed = [f"{o.name}: {o.error}" for o in outcomes if not o.ok]
+    if failed:
+        raise SystemExit("board(s) failed: " + "; ".join(failed))
+    for o in outcomes:
+        assert len(o.records) == len(heads), (o.name, o.records)
     return elapsed
 
 

@@ -39,15 +39,15 @@ def model_error(store, board) -> dict:
     """In-sample and leave-one-out prediction error over every measured host candidate."""
     from toolchain.config.target_spec import load_target_spec
     from toolchain.features.backbone import backbone_info, resolve_model
-    from toolchain.profiling.stats import median
-    from toolchain.search.candidate import Candidate
-    from toolchain.search.cost_model import (
+    from toolchain.flows.loop import board_seq_len
+    from toolchain.profiling.cost_model import (
         CostModel,
         leave_one_out_pairs,
         mix_tokens,
         prediction_report,
     )
-    from toolchain.search.loop import board_seq_len
+    from toolchain.profiling.stats import median
+    from toolchain.search.candidate import Candidate
 
     spec = load_target_spec("host")
     infos = {n: backbone_info(resolve_model(m["path"])) for n, m in board["models"].items()}
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CODESIGN_NO_PROGRESS", "1")
 
     from toolchain.boards.registry import open_target
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.loop import co_design
+    from toolchain.flows.run import RunConfig, run
     from toolchain.profiling.runner import profile_candidates
     from toolchain.search.candidate import Candidate
-    from toolchain.search.loop import co_design
     from toolchain.store.db import RecordStore
 
     load_before, started = load_average(), time.perf_counter()

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CODESIGN_HOME"] = tmp.name
     os.environ.setdefault("CODESIGN_NO_PROGRESS", "1")
 
+    from toolchain.flows.run import RunConfig, extract, search
     from toolchain.paths import codesign_home
-    from toolchain.pipeline import RunConfig, extract, search
     from toolchain.report.write import write_run
 
     config = RunConfig(models=(args.model,), dataset=args.dataset, max_lengths=(args.max_length,),

@@ -106,7 +106,7 @@ def _check_target(target: str):
 
 def _config(**kw):
     from .data.presets import dataset_ref
-    from .pipeline import RunConfig
+    from .flows.run import RunConfig
 
     # The fields travel inside the dataset string: a run records it and resolves it again later.
     dataset = dataset_ref(kw["dataset"], kw.get("text_field"), kw.get("label_field"))
@@ -160,7 +160,7 @@ def run_cmd(**kw) -> None:
       codesign run --dataset sst2 --model default --model ./tiny-bert
       codesign run --dataset my_data.toml --max-latency-ms 4 --run-dir runs/mine
     """
-    from .pipeline import run
+    from .flows.run import run
 
     _check_target(kw["target"])
     run_dir, board = run(_config(**kw))
@@ -178,7 +178,7 @@ def extract_cmd(**kw) -> None:
       codesign extract --dataset sst2 --max-length 64
       codesign extract --dataset emotion --max-length 32 --max-length 128
     """
-    from .pipeline import extract
+    from .flows.run import extract
 
     ex = extract(_config(**kw))
     for (model, ml), f in ex.features.items():
@@ -198,7 +198,7 @@ def search_cmd(**kw) -> None:
       codesign search --dataset trec --max-latency-ms 3
       codesign search --dataset sst2 --target rpi4 --tolerance 1
     """
-    from .pipeline import extract, new_run_dir, search
+    from .flows.run import extract, new_run_dir, search
     from .report.write import write_run
 
     _check_target(kw["target"])
@@ -236,7 +236,8 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
 
 
 @main.command("profile")
-@click.option("--target", default="host", show_default=True, help="Target name or .toml path.")
+@click.option("--target", "targets", multiple=True, default=("host",), show_default=True,
+              help="Target name or .toml path; repeat to profile several boards at once (one worker each).")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Run to profile (default: the latest under $CODESIGN_HOME/runs).")
 @click.option("--top", "top_k", type=click.IntRange(1, 1000), default=4, show_default=True,
@@ -261,23 +262,31 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
 @click.option("--candidate", "candidates", multiple=True, metavar="ID",
               help="Measure exactly these candidates (repeatable) instead of running the loop.")
 @handle_errors
-def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency_ms, max_model_mb,
+def profile_cmd(targets, run_dir, top_k, rounds, precisions, emulate, max_latency_ms, max_model_mb,
                 iterations, warmup, passes, run_if_missing, candidates) -> None:
     """Measure a run's front on a target and refit the cost model until the selection settles.
+
+    Several --target options profile several boards at once, one worker each; boards of one kind
+    and spec (the same board at other addresses) pool their measurements into one cost model.
+    Each board's outcome is its own selection; a board that fails is reported, the others
+    finish, and the command then exits non-zero naming it.
 
     \b
     Examples:
       codesign profile --target host
       codesign profile --target rpi4 --emulate --top 3
+      codesign profile --target farm/pi-a.toml --target farm/pi-b.toml
       make profile TARGET=rpi4
     """
     from .boards.registry import open_target
+    from .flows.profile import ProfileOptions, check_boards, profile_board
     from .paths import codesign_home
     from .report.write import latest_run
-    from .search.loop import co_design
     from .store.db import RecordStore
 
-    spec = _check_target(target)  # before any run lookup: a bad target is the first thing to fix
+    # Before any run lookup: a bad target is the first thing to fix.
+    specs = [_check_target(t) for t in targets]
+    check_boards(specs)
     if passes is not None and passes > iterations:
         from .errors import ConfigError
 
@@ -291,42 +300,74 @@ def profile_cmd(target, run_dir, top_k, rounds, precisions, emulate, max_latency
 
                 raise RunDirError(f"no run under {codesign_home() / 'runs'}; run 'codesign run' first "
                                   "or pass --run-if-missing")
-            from .pipeline import RunConfig, run
+            from .flows.run import RunConfig, run
 
             found, _ = run(RunConfig())
         run_dir = found
-    tgt = open_target(spec, emulate=emulate)
-    if tgt.measures == "head":
-        # An MCU holds the int8 head; the backbone runs upstream (issue 5, option a).
-        from .flows.profile import profile_mcu
+    run_dir = Path(run_dir)
+    options = ProfileOptions(candidates=tuple(candidates), precisions=tuple(precisions), top_k=top_k,
+                             rounds=rounds, max_latency_ms=max_latency_ms, max_model_mb=max_model_mb,
+                             warmup=warmup, iterations=iterations, passes=passes)
 
-        with RecordStore() as store:
-            summary = profile_mcu(Path(run_dir), tgt, store, candidate_ids=list(candidates) or None)
-        _render_mcu(Path(run_dir), summary)
+    def validate() -> None:
+        from .profiling.runner import validate_request
+
+        # Before the store is opened: a bad plan leaves nothing behind, not even a new database.
+        validate_request(run_dir, precisions=precisions, candidates=candidates, top_k=top_k, rounds=rounds,
+                         passes=passes, iterations=iterations, warmup=warmup)
+
+    if len(specs) > 1:
+        _profile_many(run_dir, dict(zip(targets, specs, strict=True)), options, emulate, validate)
         return
-    from .profiling.runner import validate_request
+    tgt = open_target(specs[0], emulate=emulate)
+    if tgt.measures != "head":
+        validate()
+    with RecordStore() as store:
+        outcome = profile_board(run_dir, tgt, store, options)
+    _render_outcome(run_dir, outcome)
 
-    # Before the store is opened: a bad plan leaves nothing behind, not even a new database.
-    validate_request(Path(run_dir), precisions=precisions, candidates=candidates, top_k=top_k, rounds=rounds,
-                     passes=passes, iterations=iterations, warmup=warmup)
-    if candidates:
-        from .profiling.runner import profile_candidates
+
+def _profile_many(run_dir: Path, boards: dict, options, emulate: bool, validate) -> None:
+    """Every board at once (``boards``: each --target as given → its spec)."""
+    from .errors import TargetError
+    from .flows.profile import measures_artefacts, profile_boards
+
+    specs = list(boards.values())
+    if any(measures_artefacts(s) for s in specs):
+        validate()
+
+    def done(outcome) -> None:  # as each board finishes; the full results come after
+        if outcome.ok:
+            click.echo(f"board {outcome.name}: done")
+        else:
+            click.secho(f"board {outcome.name} failed: {outcome.error}", fg="red", err=True)
+
+    outcomes = profile_boards(run_dir, specs, options, emulate=emulate, on_done=done)
+    for outcome in outcomes:
+        if outcome.ok:
+            click.echo(f"\n== {outcome.name} ==")
+            _render_outcome(run_dir, outcome)
+    failed = [o.name for o in outcomes if not o.ok]
+    if failed:
+        retry = " ".join(f"--target {arg}" for arg, s in boards.items() if s.name in failed)
+        raise TargetError(f"{len(failed)} of {len(outcomes)} boards failed ({', '.join(failed)}; why is "
+                          f"above); the other boards' selections are saved in {run_dir}: fix them and "
+                          f"rerun 'codesign profile {retry}'")
+
+
+def _render_outcome(run_dir: Path, outcome) -> None:
+    if outcome.mode == "mcu":
+        _render_mcu(run_dir, outcome.summary)
+    elif outcome.mode == "candidates":
         from .profiling.stats import summarize
 
-        with RecordStore() as store:
-            records = profile_candidates(Path(run_dir), tgt, store, list(candidates), precisions,
-                                         warmup=warmup, iterations=iterations, passes=passes or 1)
-        for r in records:
+        for r in outcome.records:
             st = summarize(r.latency_ms_samples)
             click.echo(f"{r.candidate_id} {r.precision:12} median {st.median_ms:.2f} ms "
                        f"(p10-p90 {st.p10_ms:.2f}-{st.p90_ms:.2f}) {r.model_bytes / 2**20:.1f} MB"
                        + (" [emulated]" if r.emulated else ""))
-        return
-    with RecordStore() as store:
-        summary = co_design(Path(run_dir), tgt, store, rounds=rounds, top_k=top_k, precisions=precisions,
-                            max_latency_ms=max_latency_ms, max_model_mb=max_model_mb,
-                            warmup=warmup, iterations=iterations, passes=passes)
-    _render_loop(Path(run_dir), summary)
+    else:
+        _render_loop(run_dir, outcome.summary)
 
 
 def _render_loop(run_dir: Path, summary: dict) -> None:

@@ -53,7 +53,7 @@ def _fresh_environments():
 @pytest.fixture(scope="session")
 def session_run(tmp_path_factory, tiny_bert, toy_spec) -> Path:
     """One tiny run (tiny random BERT, 4 combinations, softmax heads) in its own home."""
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
 
     base = tmp_path_factory.mktemp("labgrid-run")
     mp = pytest.MonkeyPatch()

@@ -54,9 +54,9 @@ def bundle_run(tiny_bert, toy_spec, tmp_path_factory) -> BundleRun:
     from toolchain.boards.registry import open_target
     from toolchain.bundle.build import build_bundle
     from toolchain.flows.bundle import bundle_for_target
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.loop import co_design
+    from toolchain.flows.run import RunConfig, run
     from toolchain.report.write import read_leaderboard
-    from toolchain.search.loop import co_design
     from toolchain.store.db import RecordStore
 
     base = tmp_path_factory.mktemp("bundle-run")

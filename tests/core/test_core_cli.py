@@ -228,7 +228,7 @@ def test_default_run_on_a_trec_slice(tmp_path, monkeypatch):
 
 
 def test_run_without_a_test_split_reports_none(tiny_bert, toy_rows, tmp_path):
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
 
     rows = toy_rows(12)
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
@@ -271,7 +271,7 @@ def test_registered_commands_turn_errors_into_messages(tiny_bert, toy_spec):
 def test_large_training_sets_are_screened_then_the_best_fitted_in_full(tiny_bert, toy_spec, tmp_path):
     """Successive halving (threshold lowered to the toy set's 48 rows): every candidate scored on a
     sample, the best quarter and the per-layer softmax fits refitted on all rows; only those compete."""
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
 
     _, board = run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=10,
                              screen_rows=20, promote=0.25, min_promoted=2, run_dir=str(tmp_path / "sh")))

@@ -13,7 +13,7 @@ import pytest
 from toolchain.errors import ValidationMismatchError
 from toolchain.export.artefact import export_artefact, read_artefact
 from toolchain.export.validate import ReferenceSet, validate_artefact
-from toolchain.pipeline import RunConfig, run
+from toolchain.flows.run import RunConfig, run
 
 
 @pytest.fixture(scope="module")

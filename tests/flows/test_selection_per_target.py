@@ -13,9 +13,9 @@ from toolchain.boards.registry import open_target
 from toolchain.bundle.manifest import read_manifest
 from toolchain.config.target_spec import load_target_spec
 from toolchain.flows.bundle import bundle_for_target
-from toolchain.pipeline import RunConfig, run
+from toolchain.flows.loop import co_design
+from toolchain.flows.run import RunConfig, run
 from toolchain.rundir import RunDir
-from toolchain.search.loop import co_design
 from toolchain.store.db import RecordStore
 
 pytestmark = pytest.mark.slow

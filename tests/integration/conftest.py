@@ -50,7 +50,7 @@ def _write_dataset(folder: Path, rows_fn) -> Path:
 def session_run(tmp_path_factory, tiny_bert, toy_rows) -> Path:
     """One tiny run (tiny random BERT, 5 combinations, softmax-3 and ELM-64 heads), built in
     its own CODESIGN_HOME; tests copy it (see ``tiny_run``)."""
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
 
     base = tmp_path_factory.mktemp("integration-run")
     spec = _write_dataset(base / "data", toy_rows)
@@ -72,7 +72,7 @@ def _save_elm_heads(config, board: dict, run_dir: Path) -> None:
     toy task those are all softmax heads. Refit two ELM-64 candidates of the run exactly as the
     search fits them (same features, standardizers, seed), one with a learned scalar mix, and
     save them beside the others, so the MCU runs a two-layer head with a ReLU hidden layer."""
-    from toolchain.pipeline import extract
+    from toolchain.flows.run import extract
     from toolchain.search.candidate import Candidate
     from toolchain.search.fit import FeatureBank, fit_candidate
 

@@ -18,8 +18,8 @@ from toolchain.boards.registry import open_target
 from toolchain.boards.ssh_target import SshTarget
 from toolchain.errors import TransportError
 from toolchain.export.tolerances import ON_TARGET
+from toolchain.flows.loop import co_design
 from toolchain.profiling.runner import profile_candidates
-from toolchain.search.loop import co_design
 from toolchain.store.db import RecordStore, default_db_path
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from toolchain.boards.registry import open_target
-from toolchain.pipeline import RunConfig, run
+from toolchain.flows.loop import co_design
+from toolchain.flows.run import RunConfig, run
 from toolchain.rundir import target_key
-from toolchain.search.loop import co_design
 from toolchain.store.db import RecordStore, default_db_path
 
 

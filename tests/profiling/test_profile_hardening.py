@@ -23,18 +23,18 @@ from toolchain.errors import (
     ValidationMismatchError,
 )
 from toolchain.export.tolerances import ON_TARGET, TOLERANCES
+from toolchain.flows.loop import co_design, measured_summary
 from toolchain.profiling import runner
 from toolchain.profiling.records import CostRecord
 from toolchain.profiling.runner import judge_outputs, profile_candidates, validate_request
 from toolchain.profiling.stats import record_stats, summarize
-from toolchain.search.loop import co_design, measured_summary
 from toolchain.store.db import RecordStore, default_db_path
 
 
 @pytest.fixture(scope="module")
 def run_template(tmp_path_factory, tiny_bert, toy_spec) -> Path:
     """One tiny run per module; each test profiles its own copy."""
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
 
     base = tmp_path_factory.mktemp("hardening-run")
     with pytest.MonkeyPatch.context() as mp:

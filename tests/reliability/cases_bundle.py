@@ -39,7 +39,7 @@ def _built() -> dict:
         return _CACHE
     from toolchain.bundle.archive import archive_path
     from toolchain.bundle.build import build_bundle
-    from toolchain.pipeline import RunConfig, run
+    from toolchain.flows.run import RunConfig, run
     from toolchain.store.db import RecordStore, default_db_path
 
     helpers = _load("codesign_tests_root_conftest", TESTS / "conftest.py")

@@ -37,7 +37,7 @@ def _template() -> Path:
         model.mkdir()
         helpers.save_tiny_bert(model)
         data = helpers.write_toy_dataset(base / "toy")
-        from toolchain.pipeline import RunConfig, run
+        from toolchain.flows.run import RunConfig, run
 
         saved = os.environ.get("CODESIGN_HOME")
         os.environ["CODESIGN_HOME"] = str(base / "home")

@@ -100,3 +100,15 @@ def left_behind(before: dict[str, int], after: dict[str, int], ignore: tuple[str
     new = sorted(k for k in after if k not in before and not k.startswith(ignore))
     assert not new, f"left behind: {new[:10]}"
     return "nothing"
+
+
+def fixtures():
+    """tests/conftest.py's helpers (save_tiny_bert, write_toy_dataset, ...), loaded by path: the
+    module name ``conftest`` belongs to pytest."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_codesign_test_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

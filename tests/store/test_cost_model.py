@@ -11,14 +11,14 @@ from store_helpers import candidate, make_record
 from toolchain.config.target_spec import TargetSpec
 from toolchain.errors import SearchError
 from toolchain.features.backbone import BackboneInfo
-from toolchain.search.cost import estimate_cost, layer_flops
-from toolchain.search.cost_model import (
+from toolchain.profiling.cost_model import (
     CostModel,
     kendall_tau_b,
     leave_one_out_pairs,
     nnls,
     prediction_report,
 )
+from toolchain.search.cost import estimate_cost, layer_flops
 
 INFO = BackboneInfo(n_layers=6, hidden=64, intermediate=256, heads=4, vocab=1000, max_positions=128)
 INFOS = {"tiny": INFO}
@@ -191,7 +191,7 @@ def test_prediction_report_shares():
 
 
 def test_leave_one_out_and_recorded_pairs():
-    from toolchain.search.cost_model import leave_one_out_pairs, recorded_pairs
+    from toolchain.profiling.cost_model import leave_one_out_pairs, recorded_pairs
 
     records = [measure(c, predicted_latency_ms=1.0) for c in grid()]
     heads = {r.candidate_id: HEAD for r in records}

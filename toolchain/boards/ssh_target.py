@@ -173,14 +173,18 @@ class SshTarget(LinuxBoard):
     def _emulated_shell(self):
         from ..bundle.deploy import LocalShell
         from ..errors import DeployError
-        from .emulation import DEFAULT_ROOTFS, prepare_rootfs
+        from .emulation import DEFAULT_ROOTFS, prepare_rootfs, run_in_rootfs
 
         spec = self.spec
         if not self.can_emulate:
             raise DeployError(f"target '{spec.name}' has no qemu-user emulation; connect the board")
         rootfs = prepare_rootfs(spec.emulation.rootfs or DEFAULT_ROOTFS)
-        return LocalShell(f"{spec.name} (qemu-user emulation)", rootfs=rootfs,
-                          cpu=spec.emulation.cpu or "cortex-a72")
+        cpu = spec.emulation.cpu or "cortex-a72"
+
+        def python(argv, timeout):
+            return run_in_rootfs(rootfs, argv, cpu=cpu, timeout=timeout)
+
+        return LocalShell(f"{spec.name} (qemu-user emulation)", python=python)
 
     def _run_remote(self, transport, remote: str, job_dir: Path, warmup, iterations, threads):
         try:

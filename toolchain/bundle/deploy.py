@@ -81,26 +81,21 @@ class SshShell(BoardShell):
 
 
 class LocalShell(BoardShell):
-    """The host as a board (and the emulated board: the same folders, its python3 emulated)."""
+    """The host as a board (and the emulated board: the same folders, its python3 emulated).
 
-    def __init__(self, label: str, *, rootfs: Path | None = None, cpu: str = "cortex-a72") -> None:
+    ``python`` runs a ``python3 ...`` argv when given (an emulated board passes its qemu-user
+    runner, ``boards.emulation.run_in_rootfs`` bound to its rootfs); otherwise this Python."""
+
+    def __init__(self, label: str, *, python=None) -> None:
         self.label = label
-        self.rootfs = rootfs
-        self.cpu = cpu
-        self.emulated = rootfs is not None
+        self.python = python
+        self.emulated = python is not None
 
     def run(self, argv, timeout=None):
         argv = list(argv)
         if argv[0] == "python3":
-            if self.rootfs is not None:
-                from ..boards.emulation import run_in_rootfs
-
-                return run_in_rootfs(
-                    self.rootfs,
-                    ["/usr/bin/python3", *argv[1:]],
-                    cpu=self.cpu,
-                    timeout=timeout or 600.0,
-                )
+            if self.python is not None:
+                return self.python(["/usr/bin/python3", *argv[1:]], timeout=timeout or 600.0)
             argv[0] = sys.executable
         try:
             return subprocess.run(

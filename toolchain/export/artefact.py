@@ -50,18 +50,11 @@ def sha256_file(path: Path) -> str:
 
 
 def _run_context(run_dir: Path, board: dict):
-    """The dataset and backbone a run used, checked against its fingerprint."""
-    from ..data.dataset import load_dataset
-    from ..data.presets import resolve_dataset
+    """The dataset a run used (checked against its fingerprint) and the backbone resolver."""
     from ..features.backbone import resolve_model
+    from ..rundir import RunDir
 
-    cfg = board["config"]
-    dataset = load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))
-    if dataset.fingerprint() != board["dataset_fingerprint"]:
-        raise RunDirError(
-            f"{run_dir}: dataset '{cfg['dataset']}' changed since this run; rerun 'codesign run'"
-        )
-    return dataset, resolve_model
+    return RunDir(Path(run_dir), board).dataset(), resolve_model
 
 
 def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset) -> tuple[Path, ReferenceSet]:
@@ -131,10 +124,10 @@ def read_artefact(out_dir: Path) -> dict | None:
 def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
                     max_accuracy_drop: float = 0.01) -> tuple[Path, dict]:
     """Export (or reuse) the artefact of ``candidate_id`` at ``precision``."""
-    from ..report.write import read_leaderboard
+    from ..rundir import RunDir
 
     run_dir = Path(run_dir)
-    board = read_leaderboard(run_dir)
+    board = RunDir.open(run_dir).board
     head_path = run_dir / "heads" / f"{candidate_id}.safetensors"
     if not head_path.is_file():
         raise RunDirError(f"{run_dir}: no trained head for candidate {candidate_id}; only Pareto and selected "

@@ -18,7 +18,7 @@ from ..search.candidate import Candidate
 
 def ensure_selection(run_dir: Path, target, store) -> dict:
     """This target's selection in the run, predicting (and saving) one when it has none."""
-    from ..search.loop import predict_selection
+    from .loop import predict_selection
 
     run = RunDir.open(run_dir)
     spec = target.spec

@@ -39,10 +39,10 @@ import numpy as np
 from ..config.target_spec import TargetSpec
 from ..errors import SearchError
 from ..features.backbone import BackboneInfo
-from ..profiling.records import CostRecord
-from ..profiling.stats import median
-from .candidate import Candidate
-from .cost import Cost, estimate_cost
+from ..search.candidate import Candidate
+from ..search.cost import Cost, estimate_cost
+from .records import CostRecord
+from .stats import median
 
 QUANTITIES = ("latency_ms", "model_bytes", "peak_ram_bytes")
 SAME_MIX = 0.15  # a measurement answers for inputs whose median length is within 15 % of its own

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from ..boards.base import Target
 from ..features.backbone import backbone_info, resolve_model
+from ..profiling.cost_model import CostModel, mix_tokens, prediction_report
+from ..profiling.records import CostRecord
 from ..profiling.stats import pooled_stats
-from .candidate import Candidate
-from .cost_model import CostModel, mix_tokens, prediction_report
-from .select import Budgets, pareto_front, select
+from ..search.candidate import Candidate
+from ..search.select import Budgets, pareto_front, select
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,25 @@ def _variants(board: dict, run_dir: Path, precisions) -> list[dict]:
     return out
 
 
+def pooled_records(store, spec) -> list[CostRecord]:
+    """The settled records this board's cost model learns from: its own (by name), and those of
+    every other board of the same kind and spec (``TargetSpec.board_hash``: a second identical
+    Pi at another address learns from the first's measurements).
+
+    A peer's record is relabelled with this target's name, which is how the cost model knows a
+    record as its target's own; ``host["measured_on"]`` keeps the board that made it."""
+    # Records made before records carried a board hash get it now where their spec is this one.
+    store.tag_board(spec.hash, spec.board_hash)
+    # settled: an interrupted session's records (fewer samples than asked) are not measurements.
+    own = store.records(target=spec.name, settled=True)
+    peers = [replace(r, target=spec.name, host={**r.host, "measured_on": r.target})
+             for r in store.records(board_hash=spec.board_hash, settled=True) if r.target != spec.name]
+    return own + peers
+
+
 def _fit(store, target: Target, infos, seq_len, variants):
     heads = {v["cand"].id: (v["head_params"], 2 * v["head_params"]) for v in variants}
-    # settled: an interrupted session's records (fewer samples than asked) are not measurements.
-    model = CostModel.fit(store.records(target=target.spec.name, settled=True), target.spec, infos, seq_len,
+    model = CostModel.fit(pooled_records(store, target.spec), target.spec, infos, seq_len,
                           heads=heads, include_emulated=False)
     if model.n_records or target.spec.emulation.method != "qemu-user":
         return model
@@ -97,7 +113,6 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
               precisions=("fp32", "int8-dynamic"), max_latency_ms: float | None = None,
               max_model_mb: float | None = None, tolerance: float = 0.005, warmup: int = 10,
               iterations: int = 60, passes: int | None = None) -> dict:
-    from .. import pipeline
     from ..profiling.runner import (
         ProfilePlan,
         profile,
@@ -105,8 +120,9 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         session_id_for,
         validate_request,
     )
-    from ..report.write import render
     from ..rundir import RunDir
+    from . import run as pipeline
+    from .save import save_loop
 
     board = validate_request(run_dir, precisions=precisions, top_k=top_k, rounds=rounds, passes=passes,
                              iterations=iterations, warmup=warmup)
@@ -209,10 +225,9 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         "cost_model": model.describe(),
     }
     pipeline.attach_test_accuracy(board, run_dir, summary)
-    # This target's own selection; every other target's stays as it was.
-    run.set_loop(target.spec, summary)
-    run.save(render)
-    (Path(run_dir) / f"loop-{target.spec.name}.json").write_text(json.dumps(summary, indent=2))
+    # This target's own selection; every other target's stays as it was, including one that
+    # another board's worker saved while this loop ran (save_loop re-reads under the run's lock).
+    save_loop(run_dir, target.spec, summary)
     return summary
 
 

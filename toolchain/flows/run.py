@@ -13,21 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .config.target_spec import load_target_spec
-from .data.dataset import Dataset, load_dataset
-from .data.presets import resolve_dataset
-from .errors import SearchError
-from .features.backbone import ModelRef, backbone_info, resolve_model
-from .features.layers import LayerFeatures, layer_features
-from .paths import codesign_home
-from .progress import progress_bar
-from .rundir import target_key
-from .search.fit import FeatureBank, FittedCandidate
-from .search.parallel import auto_jobs, fit_all
-from .search.screening import Screening, screen_then_fit
-from .search.select import Budgets, pareto_front, select
-from .search.space import DEFAULT_HEADS, SearchSpace
+from .. import __version__
+from ..config.target_spec import load_target_spec
+from ..data.dataset import Dataset, load_dataset
+from ..data.presets import resolve_dataset
+from ..errors import SearchError
+from ..features.backbone import ModelRef, backbone_info, resolve_model
+from ..features.layers import LayerFeatures, layer_features
+from ..paths import codesign_home
+from ..progress import progress_bar
+from ..rundir import target_key
+from ..search.fit import FeatureBank, FittedCandidate
+from ..search.parallel import auto_jobs, fit_all
+from ..search.screening import Screening, screen_then_fit
+from ..search.select import Budgets, pareto_front, select
+from ..search.space import DEFAULT_HEADS, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,8 @@ def _one_thread():
 
 def _cost_model(target, infos, seq_len, fitted):
     """The target's cost model, fitted from its records; the analytic estimate when none exist."""
-    from .search.cost_model import CostModel
-    from .store.db import RecordStore, default_db_path
+    from ..profiling.cost_model import CostModel
+    from ..store.db import RecordStore, default_db_path
 
     records = []
     if default_db_path().is_file():
@@ -262,7 +262,7 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
 
 def run(config: RunConfig) -> tuple[Path, dict]:
     """The main job; writes leaderboard.json, report.md and the plots into the run directory."""
-    from .report.write import write_run
+    from ..report.write import write_run
 
     run_dir = new_run_dir(config)
     ex = extract(config)
@@ -292,9 +292,9 @@ def attach_test_accuracy(board: dict, run_dir: Path, summary: dict) -> None:
         return
     import json
 
-    from .data.dataset import load_dataset
-    from .data.presets import resolve_dataset
-    from .export.artefact import artefact_accuracy
+    from ..data.dataset import load_dataset
+    from ..data.presets import resolve_dataset
+    from ..export.artefact import artefact_accuracy
 
     cfg = board["config"]
     ds = load_dataset(resolve_dataset(cfg["dataset"]), cfg.get("max_per_class"), cfg.get("max_eval_per_class"))
