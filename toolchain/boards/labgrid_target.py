@@ -23,8 +23,11 @@ host, port and user come from the ``NetworkService``. A board that does not answ
 silently replaced by a local emulation (as ``kind = "ssh"`` does): a farm board that labgrid
 brought up and that then does not answer is a failure to report. ``--emulate`` still works.
 
-Serial (``SerialPort``/``RawSerialPort`` to codesign's framed link) is not wired yet; MCU boards
-in a farm use ``kind = "serial"`` with the port in CODESIGN_TARGET_<NAME>_DEVICE.
+A target whose environment gives a serial port (``SerialPort``, ``RawSerialPort``) and no
+``NetworkService`` is a microcontroller board (``labgrid_serial.py``): it measures int8 heads
+(``measures == "head"``) and deploys MCU bundles over codesign's framed serial link, which opens
+the resource's port at its speed; labgrid's SerialDriver is never activated. The resources
+decide, read from the environment on first use; the spec's [mcu] and [budgets] tables apply.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ from typing import Any
 from ..config.target_spec import Emulation, TargetSpec
 from ..errors import TargetError, TransportError
 from .base import Reachability
+from .labgrid_serial import board_resources, is_mcu, no_shell, port_url, serial_target_for
 from .linux import LinuxBoard
 from .registry import register_kind
+from .serial_target import SerialTarget
 from .ssh_target import SshTarget
 
 log = logging.getLogger(__name__)
@@ -109,12 +114,10 @@ def _labgrid_client() -> str:
 
 @register_kind("labgrid")
 class LabgridTarget(LinuxBoard):
-    bench_iterations = 60
-
     """A board reached through a labgrid environment; see the module docstring.
 
-    The place is acquired on first use (``prepare``, ``run_agent``) and held until ``close``
-    (or the end of a ``with`` block, or the process)."""
+    The place is acquired on first use (``prepare``, ``run_agent``, ``run_head``) and held until
+    ``close`` (or the end of a ``with`` block, or the process)."""
 
     def __init__(
         self, spec: TargetSpec, *, emulate: bool = False, trust_on_first_use: bool | None = None
@@ -124,8 +127,37 @@ class LabgridTarget(LinuxBoard):
         self.trust_on_first_use = trust_on_first_use
         self._lg_target = None  # the labgrid Target, once acquired
         self._locked_place = ""
-        self._ssh: SshTarget | None = None
+        self._board: SshTarget | SerialTarget | None = None  # what measures, once acquired
+        self._mcu: bool | None = None  # whether the env's target is a microcontroller board
         self._lock = threading.Lock()
+
+    # ---- what kind of board: decided by the env target's resources, read once -----------
+    def is_mcu(self) -> bool:
+        """Whether the env's target gives a serial port and no NetworkService."""
+        if self._mcu is None:
+            try:
+                target = self._labgrid_target()
+            except TargetError:
+                if not self.emulate:
+                    raise
+                # --emulate needs no farm: without a readable env the spec's [mcu] table decides.
+                self._mcu = bool(self.spec.mcu.core or self.spec.mcu.flash_kb)
+                return self._mcu
+            with _LABGRID_LOCK:
+                self._mcu = is_mcu(target)
+        return self._mcu
+
+    @property
+    def measures(self) -> str:  # type: ignore[override]
+        return "head" if self.is_mcu() else "artefact"
+
+    @property
+    def bundle_runtime(self) -> str:  # type: ignore[override]
+        return SerialTarget.bundle_runtime if self.is_mcu() else LinuxBoard.bundle_runtime
+
+    @property
+    def bench_iterations(self) -> int:  # type: ignore[override]
+        return SerialTarget.bench_iterations if self.is_mcu() else 60
 
     # ---- labgrid side -------------------------------------------------------------------
     @property
@@ -254,27 +286,40 @@ class LabgridTarget(LinuxBoard):
         except ValueError as exc:
             raise TargetError(f"{self._where}: its NetworkService is not usable: {exc}") from exc
 
-    def acquire(self) -> SshTarget:
-        """Lock (with a coordinator), power and bring up the board; the SSH target to use."""
+    def _serial_port(self, target) -> tuple[str, int]:
+        with _LABGRID_LOCK:
+            port = board_resources(target)[1]
+            try:
+                target.await_resources([port], timeout=self.spec.connection.connect_timeout_s)
+            except Exception as exc:
+                raise _labgrid_failure(f"{self._where}: its serial port is not available", exc) from exc
+        return port_url(port)
+
+    def acquire(self) -> SshTarget | SerialTarget:
+        """Lock (with a coordinator), power and bring up the board; the target that measures on
+        it: an SshTarget, or a SerialTarget on the port of a microcontroller board."""
         with self._lock:
-            if self._ssh is not None:
-                return self._ssh
+            if self._board is not None:
+                return self._board
             try:
                 if self.spec.labgrid.coordinator:
                     self._lock_place()
                 target = self._labgrid_target()
                 self._lg_target = target
                 self._bring_up(target)
-                address, port, user = self._network_service(target)
-                self._ssh = SshTarget(self._ssh_spec(address, port, user),
-                                      trust_on_first_use=self.trust_on_first_use)
+                if self.is_mcu():
+                    self._board = serial_target_for(self.spec, *self._serial_port(target))
+                else:
+                    address, port, user = self._network_service(target)
+                    self._board = SshTarget(self._ssh_spec(address, port, user),
+                                            trust_on_first_use=self.trust_on_first_use)
             except BaseException:
                 self._release()
                 raise
-            return self._ssh
+            return self._board
 
     def _release(self) -> None:
-        target, self._lg_target, self._ssh = self._lg_target, None, None
+        target, self._lg_target, self._board = self._lg_target, None, None
         if target is not None:
             with _LABGRID_LOCK:
                 try:
@@ -301,13 +346,31 @@ class LabgridTarget(LinuxBoard):
         self.close()
 
     # ---- Target verbs -------------------------------------------------------------------
-    def _emulated(self) -> SshTarget:
+    def _emulated(self) -> SshTarget | SerialTarget:
+        if self.is_mcu():  # the spec's [emulation] (method "pty" or "qemu-system") runs it
+            return SerialTarget(self.spec, emulate=True)
         return SshTarget(self.spec, emulate=True, trust_on_first_use=self.trust_on_first_use)
 
+    def _mcu_board(self) -> SerialTarget:
+        """The SerialTarget of a microcontroller board (emulated with ``--emulate``)."""
+        return self._emulated() if self.emulate else self.acquire()
+
     def reachability(self) -> Reachability:
-        """Whether the board answers over SSH now. Locks nothing and powers nothing."""
+        """Whether the board answers (SSH, or a serial handshake) now. Locks nothing and powers
+        nothing."""
+        try:
+            mcu = self.is_mcu()
+        except TargetError as exc:
+            return Reachability(False, str(exc))
         if self.emulate:
             return self._emulated().reachability()
+        if mcu:
+            try:
+                board = serial_target_for(self.spec, *self._serial_port(self._labgrid_target()))
+            except TargetError as exc:
+                return Reachability(False, str(exc))
+            answer = board.reachability()
+            return Reachability(answer.reachable, f"{self._where}: {answer.detail}")
         try:
             address, port, user = self._network_service(self._labgrid_target())
             ssh = SshTarget(self._ssh_spec(address, port, user),
@@ -319,6 +382,8 @@ class LabgridTarget(LinuxBoard):
 
     def open_shell(self):
         """The acquired board's SSH shell (codesign's transport, known_hosts enforced)."""
+        if self.is_mcu():
+            raise no_shell(self.spec, self._where)
         if self.emulate:
             return self._emulated().open_shell()
         return self.acquire().open_shell()
@@ -336,9 +401,9 @@ class LabgridTarget(LinuxBoard):
         drops the link power-cycles the board and runs once more (a measurement has no effects
         on the board beyond its temporary folder); otherwise the TransportError goes up and no
         record is written."""
-        if self.emulate:
-            return self._emulated().run_agent(job_dir, warmup=warmup, iterations=iterations,
-                                              threads=threads)
+        if self.emulate or self.is_mcu():  # an MCU's SerialTarget says it runs heads instead
+            board = self._emulated() if self.emulate else SerialTarget(self.spec)
+            return board.run_agent(job_dir, warmup=warmup, iterations=iterations, threads=threads)
         ssh = self.acquire()
         try:
             return ssh.run_agent(job_dir, warmup=warmup, iterations=iterations, threads=threads)
@@ -350,6 +415,36 @@ class LabgridTarget(LinuxBoard):
                 raise TransportError(f"{exc}; power_cycle_on_hang is set but {self._where} has "
                                      "no power driver or strategy to cycle it with") from exc
         return ssh.run_agent(job_dir, warmup=warmup, iterations=iterations, threads=threads)
+
+    # A microcontroller board's verbs are its SerialTarget's; a Linux board's go over its shell.
+    def run_head(self, head: Any, inputs: Any, **options):
+        if not self.is_mcu():
+            raise self._unsupported("run an int8 head (its env target has a NetworkService: a "
+                                    "Linux board)")
+        return self._mcu_board().run_head(head, inputs, **options)
+
+    def deploy(self, bundle_path: Path, *, shell=None, link=None, allow_unsigned: bool = False):
+        if self.is_mcu():
+            return self._mcu_board().deploy(bundle_path, link=link, allow_unsigned=allow_unsigned)
+        return super().deploy(bundle_path, shell=shell, allow_unsigned=allow_unsigned)
+
+    def rollback(self, *, shell=None, link=None):
+        if self.is_mcu():
+            return self._mcu_board().rollback(link=link)
+        return super().rollback(shell=shell)
+
+    def status(self, *, shell=None, link=None):
+        if self.is_mcu():
+            return self._mcu_board().status(link=link)
+        return super().status(shell=shell)
+
+    def bench(self, folder: Path, manifest: dict, *, iterations: int, warmup: int = 0,
+              blocks: int = 1, slowdown: float = 0.0, shell=None) -> dict[str, Any]:
+        if self.is_mcu():
+            return self._mcu_board().bench(folder, manifest, iterations=iterations,
+                                           warmup=warmup, blocks=blocks, slowdown=slowdown)
+        return super().bench(folder, manifest, iterations=iterations, warmup=warmup,
+                             blocks=blocks, slowdown=slowdown, shell=shell)
 
 
 def clear_environments() -> None:
