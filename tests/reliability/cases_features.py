@@ -6,7 +6,6 @@ or a folder (no orphan cache folder)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,19 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from reliability_harness import Case, Outcome, cli_error, left_behind, snapshot
+from reliability_harness import Case, Outcome, cli_error, fixtures, left_behind, snapshot
 
 _TESTS = Path(__file__).resolve().parents[1]
 _ROOT = _TESTS.parent
-
-
-def _fixtures():
-    """tests/conftest.py's helpers (save_tiny_bert, write_toy_dataset), loaded by path: the name
-    ``conftest`` belongs to pytest."""
-    spec = importlib.util.spec_from_file_location("_codesign_test_fixtures", _TESTS / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _home() -> Path:
@@ -43,7 +33,7 @@ def _tree(folder: Path) -> dict[str, int]:
 
 
 def _setup(tmp: Path) -> tuple[Path, Path]:
-    fx = _fixtures()
+    fx = fixtures()
     return fx.write_toy_dataset(tmp / "data"), fx.save_tiny_bert(tmp / "model")
 
 

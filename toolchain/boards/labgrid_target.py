@@ -104,6 +104,16 @@ def environment(env_file: str, coordinator: str = ""):
         return _ENVIRONMENTS[key]
 
 
+def _strategy(target):
+    """The env's strategy for ``target``, or None when it defines none."""
+    from labgrid.target import NoStrategyFoundError
+
+    try:
+        return target.get_strategy()
+    except NoStrategyFoundError:
+        return None
+
+
 def _labgrid_client() -> str:
     beside = Path(sys.executable).with_name("labgrid-client")
     found = str(beside) if beside.is_file() else shutil.which("labgrid-client")
@@ -204,15 +214,10 @@ class LabgridTarget(LinuxBoard):
 
     def _bring_up(self, target) -> None:
         """Through the strategy to ``state`` when the env has one; else power on, if it can."""
-        from labgrid.target import NoStrategyFoundError
-
         state = self.spec.labgrid.state
         with _LABGRID_LOCK:
             try:
-                try:
-                    strategy = target.get_strategy()
-                except NoStrategyFoundError:
-                    strategy = None
+                strategy = _strategy(target)
                 if strategy is not None and state:
                     log.info("%s: strategy %s -> %s", self._where, type(strategy).__name__, state)
                     strategy.transition(state)
@@ -227,15 +232,10 @@ class LabgridTarget(LinuxBoard):
 
     def _power_cycle(self, target) -> bool:
         """Power-cycle a hung board back to ``state``; False when it has no way to."""
-        from labgrid.target import NoStrategyFoundError
-
         state = self.spec.labgrid.state
         with _LABGRID_LOCK:
             try:
-                try:
-                    strategy = target.get_strategy()
-                except NoStrategyFoundError:
-                    strategy = None
+                strategy = _strategy(target)
                 if strategy is not None and state:
                     strategy.transition("off")
                     strategy.transition(state)
