@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..search.fit import SavedHead
+from .vocab import prune_embedding
 
 
 def truncated_backbone(model, depth: int):
@@ -32,7 +33,13 @@ def truncated_backbone(model, depth: int):
     return clone
 
 
-def build_module(model, saved: SavedHead):
+def build_module(model, saved: SavedHead, with_features: bool = False, pruning=None):
+    """The candidate as one module; ``with_features`` makes it return ``(probs, features)``.
+
+    ``features`` is the standardised, combined vector that goes into the head: a board that
+    refits the head on a user's examples (personalisation) needs exactly that vector. The ONNX
+    export asks for both; TFLite and the eager benchmarks keep the single ``probs`` output.
+    """
     import torch
 
     cand = saved.candidate
@@ -41,6 +48,8 @@ def build_module(model, saved: SavedHead):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = truncated_backbone(model, cand.depth)
+            if pruning is not None:  # a VocabPruning: only the kept embedding rows (export/vocab.py)
+                prune_embedding(self.backbone, pruning)
             self.layers = cand.layers
             self.pooling = cand.pooling
             self.combine = cand.combine
@@ -83,11 +92,13 @@ def build_module(model, saved: SavedHead):
                 x = torch.stack(parts).mean(0)
             else:
                 x = (torch.stack(parts) * self.mix[:, None, None]).sum(0)
+            features = x
             for w, b, act in zip(self.head_w, self.head_b, self.acts, strict=True):
                 x = torch.matmul(x, w) + b
                 if act == "relu":
                     x = torch.relu(x)
-            return torch.softmax(x, dim=-1)
+            probs = torch.softmax(x, dim=-1)
+            return (probs, features) if with_features else probs
 
     module = CandidateModule()
     module.eval()
