@@ -7,11 +7,8 @@ per process; ``start_boards`` starts any number with distinct names from its pie
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,45 +25,10 @@ _started = 0
 
 def start_stand_in(rootfs: Path, work: Path, cpu: str = "cortex-a72") -> StandInBoard:
     """One more stand-in board (sshd, emulated aarch64 python3); ``.stop()`` it when done."""
-    from toolchain.boards.emulation import write_python_shim
-
     global _started
     _started += 1
-    tag = f"{os.getpid() % 10000}l{_started}"  # not ssh_helpers' pid-only tag: no clash with it
-    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
-    host_pub = ssh_helpers._keygen(work / "ssh_host_ed25519_key", "stand-in-board")
-    client_pub = ssh_helpers._keygen(work / "client_key", "codesign-tests")
-    (work / "authorized_keys").write_text(client_pub + "\n")
-    shim_dir = work / "bin"
-    write_python_shim(rootfs, shim_dir, cpu=cpu)
-    home = work / "home"
-    home.mkdir(exist_ok=True)
-    path = f"{shim_dir}:/usr/local/bin:/usr/bin:/bin"
-    for rc in (".bashrc", ".profile"):
-        (home / rc).write_text(f"export PATH={path}\n")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    net = ssh_helpers._setup_netns(tag)
-    netns, host_if, addr = net if net else (None, None, "127.0.0.1")
-    port = 2222 if netns else ssh_helpers._free_port()
-    user = getpass.getuser()
-    config = work / "sshd_config"
-    config.write_text(ssh_helpers._sshd_config(work, addr, port, user, path, home))
-    log = work / "sshd.log"
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    proc = subprocess.Popen([*prefix, sshd_bin, "-D", "-f", str(config), "-E", str(log)])
-    known = work / "known_hosts"
-    host_key_line = f"[{addr}]:{port} {' '.join(host_pub.split()[:2])}"
-    known.write_text(host_key_line + "\n")
-    board = StandInBoard(addr, port, user, work / "client_key", known, host_key_line, work, proc,
-                         netns, host_if, log)
-    try:
-        ssh_helpers._wait_for_port(addr, port, proc, log)
-    except BaseException:
-        board.stop()
-        raise
-    return board
+    # Not ssh_helpers' pid-only tag: no clash with its board, nor between these.
+    return ssh_helpers.start_board(rootfs, work, cpu=cpu, tag=f"{os.getpid() % 10000}l{_started}")
 
 
 def kill_board(board: StandInBoard) -> None:

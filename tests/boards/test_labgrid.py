@@ -322,15 +322,6 @@ def test_two_boards_in_parallel_keep_records_per_board(tiny_run, boards, farm, t
         assert logins(board) > before[name]
 
 
-def _agent_running(board) -> bool:
-    for pid in board.session_pids():
-        try:
-            if b"agent.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
-
 
 @pytest.mark.slow
 def test_one_board_killed_mid_run_the_other_completes(tiny_run, boards, farm, tmp_path):
@@ -343,9 +334,9 @@ def test_one_board_killed_mid_run_the_other_completes(tiny_run, boards, farm, tm
                for name, t in targets.items()}
     deadline = time.monotonic() + 300
     while (time.monotonic() < deadline and threads["board-b"].is_alive()
-           and not _agent_running(boards["board-b"])):
+           and not boards["board-b"].agent_running()):
         time.sleep(0.1)
-    assert _agent_running(boards["board-b"]), "board-b never started measuring"
+    assert boards["board-b"].agent_running(), "board-b never started measuring"
     time.sleep(0.5)
     kill_board(boards["board-b"])
     for thread in threads.values():

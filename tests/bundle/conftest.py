@@ -156,6 +156,13 @@ def cli():
     return lambda args: runner.invoke(group, [str(a) for a in args])
 
 
+@pytest.fixture
+def bench_cli(cli):
+    """``bench_cli(target, bundle, json_out, *options) -> click Result``: ``codesign bench`` through ``cli``."""
+    return lambda target, bundle, out, *options: cli(["bench", "--target", target, "--bundle", bundle,
+                                                      "--json", out, *options])
+
+
 # ---- the stand-in SSH board (slow tests) ------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ssh_board(tmp_path_factory):

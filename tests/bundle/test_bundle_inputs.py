@@ -370,42 +370,16 @@ def test_bundle_paths_that_are_not_bundles(tmp_path, host_board):
         ({"summary": {"stat_ms": 1.0}, "accuracy": {"accuracy": "high"}}, "bad or missing"),
     ],
 )
-def test_malformed_baselines(bundle_run, tmp_path, cli, baseline, match):
+def test_malformed_baselines(bundle_run, tmp_path, cli, baseline, match, bench_cli):
     path = tmp_path / "base.json"
     path.write_text(json.dumps(baseline))
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "host",
-            "--bundle",
-            bundle_run.host,
-            "--json",
-            tmp_path / "out.json",
-            "--baseline",
-            path,
-            "--iterations",
-            5,
-        ]
-    )
+    res = bench_cli("host", bundle_run.host, tmp_path / "out.json", "--baseline", path, "--iterations", 5)
     assert res.exit_code == ConfigError.exit_code, res.output
     assert match in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("option, value", [("--iterations", 0), ("--blocks", 0), ("--warmup", -1)])
-def test_bench_counts_are_checked(bundle_run, tmp_path, cli, option, value):
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "host",
-            "--bundle",
-            bundle_run.host,
-            "--json",
-            tmp_path / "out.json",
-            option,
-            value,
-        ]
-    )
+def test_bench_counts_are_checked(bundle_run, tmp_path, cli, option, value, bench_cli):
+    res = bench_cli("host", bundle_run.host, tmp_path / "out.json", option, value)
     assert res.exit_code == ConfigError.exit_code, res.output
     assert f"{option} {value} must be a whole number" in res.output

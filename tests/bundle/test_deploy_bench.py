@@ -119,23 +119,9 @@ def test_block_statistic_ignores_a_noisy_block():
     assert stat == 1.0 and medians == [1.0, 5.0, 1.1]
 
 
-def test_bench_gate_on_an_injected_regression(bundle_run, cli, tmp_path):
+def test_bench_gate_on_an_injected_regression(bundle_run, cli, tmp_path, bench_cli):
     base = tmp_path / "base.json"
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "host",
-            "--bundle",
-            bundle_run.host,
-            "--json",
-            base,
-            "--markdown",
-            tmp_path / "base.md",
-            "--iterations",
-            400,
-        ]
-    )
+    res = bench_cli("host", bundle_run.host, base, "--markdown", tmp_path / "base.md", "--iterations", 400)
     assert res.exit_code == 0, res.output
     report = json.loads(base.read_text())
     assert len(report["latency_ms_samples"]) == 400 and report["self_check_passed"]
@@ -149,41 +135,13 @@ def test_bench_gate_on_an_injected_regression(bundle_run, cli, tmp_path):
         scaled = json.loads(json.dumps(report))
         scaled["summary"]["stat_ms"] = stat * factor
         (tmp_path / f"{name}.json").write_text(json.dumps(scaled))
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "host",
-            "--bundle",
-            bundle_run.host,
-            "--json",
-            tmp_path / "rerun.json",
-            "--baseline",
-            tmp_path / "slower.json",
-            "--iterations",
-            100,
-        ]
-    )
+    res = bench_cli("host", bundle_run.host, tmp_path / "rerun.json", "--baseline", tmp_path / "slower.json",
+                    "--iterations", 100)
     assert res.exit_code == 0, res.output
     assert not json.loads((tmp_path / "rerun.json").read_text())["comparison"]["regressed"]
     # Against the faster baseline it fails, with the reports still written.
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "host",
-            "--bundle",
-            bundle_run.host,
-            "--json",
-            tmp_path / "slow.json",
-            "--markdown",
-            tmp_path / "slow.md",
-            "--baseline",
-            tmp_path / "faster.json",
-            "--iterations",
-            100,
-        ]
-    )
+    res = bench_cli("host", bundle_run.host, tmp_path / "slow.json", "--markdown", tmp_path / "slow.md",
+                    "--baseline", tmp_path / "faster.json", "--iterations", 100)
     assert res.exit_code == RegressionError.exit_code != 0, res.output
     assert "regressed" in res.output
     slow = json.loads((tmp_path / "slow.json").read_text())
@@ -263,24 +221,12 @@ def test_mcu_deploy_interrupted_upload_keeps_previous_model(bundle_run, mcu, mon
         assert second["previous_crc32"] == first["self_check"]["crc32"]
 
 
-def test_mcu_deploy_and_bench_through_the_cli(bundle_run, mcu, cli, tmp_path):
+def test_mcu_deploy_and_bench_through_the_cli(bundle_run, mcu, cli, tmp_path, bench_cli):
     res = cli(["deploy", "--target", "mcu-pty", "--bundle", bundle_run.mcu])
     assert res.exit_code == 0, res.output
     assert "self-check passed: firmware CRC" in res.output
     out = tmp_path / "mcu.json"
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "mcu-pty",
-            "--bundle",
-            archive_path(bundle_run.mcu),
-            "--json",
-            out,
-            "--markdown",
-            tmp_path / "mcu.md",
-        ]
-    )
+    res = bench_cli("mcu-pty", archive_path(bundle_run.mcu), out, "--markdown", tmp_path / "mcu.md")
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["self_check_passed"] and report["accuracy"]["int8_exact"]

@@ -58,7 +58,7 @@ class CorruptingShell(SshShell):
             self.transport.run(["sh", "-c", f"echo tampered >> {remote}"])
 
 
-def test_cli_flow_on_the_stand_in_board(bundle_run, rpi4_env, cli, tmp_path, monkeypatch):
+def test_cli_flow_on_the_stand_in_board(bundle_run, rpi4_env, cli, tmp_path, monkeypatch, bench_cli):
     monkeypatch.setenv("CODESIGN_HOME", str(bundle_run.home))
     out = tmp_path / "dist"
     res = cli(
@@ -89,21 +89,7 @@ def test_cli_flow_on_the_stand_in_board(bundle_run, rpi4_env, cli, tmp_path, mon
     st = json.loads(res.output)
     assert st["manifest"]["candidate_id"] == own["candidate_id"] and st["deployed"]
     report = tmp_path / "bench.json"
-    res = cli(
-        [
-            "bench",
-            "--target",
-            "rpi4",
-            "--bundle",
-            archive,
-            "--json",
-            report,
-            "--iterations",
-            30,
-            "--markdown",
-            tmp_path / "bench.md",
-        ]
-    )
+    res = bench_cli("rpi4", archive, report, "--iterations", 30, "--markdown", tmp_path / "bench.md")
     assert res.exit_code == 0, res.output
     data = json.loads(report.read_text())
     assert data["self_check_passed"] and data["where"] == "deployed (current)"

@@ -90,15 +90,6 @@ def test_unreachable_board_falls_back_to_local_emulation(tiny_run, board, rpi4_e
     _check_emulated_records(records, target)
 
 
-def _agent_running(board) -> bool:
-    for pid in board.session_pids():
-        try:
-            if b"agent.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
-
 
 def test_connection_killed_mid_profile_leaves_consistent_db_and_resumes(tiny_run, board,
                                                                         rpi4_env):
@@ -122,9 +113,9 @@ def test_connection_killed_mid_profile_leaves_consistent_db_and_resumes(tiny_run
     while time.monotonic() < deadline and thread.is_alive() and db_record_count(db) < 1:
         time.sleep(0.2)
     assert db_record_count(db) == 1, "the first measurement never finished"
-    while time.monotonic() < deadline and thread.is_alive() and not _agent_running(board):
+    while time.monotonic() < deadline and thread.is_alive() and not board.agent_running():
         time.sleep(0.1)
-    assert _agent_running(board), "the second measurement never started on the board"
+    assert board.agent_running(), "the second measurement never started on the board"
     time.sleep(1.0)
     assert board.kill_sessions() > 0
     thread.join(120)

@@ -150,6 +150,16 @@ class StandInBoard:
         args.update(kwargs)
         return SshTransport(self.host, **args)
 
+    def agent_running(self) -> bool:
+        """Whether a codesign agent (``agent.py``) runs in one of the board's sessions now."""
+        for pid in self.session_pids():
+            try:
+                if b"agent.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:  # the process ended meanwhile
+                continue
+        return False
+
     def session_pids(self) -> list[int]:
         """Every process below the sshd listener (sessions, then their commands), top-down."""
         children: dict[int, list[int]] = {}
@@ -279,8 +289,11 @@ def _sshd_config(work: Path, addr: str, port: int, user: str, path: str, home: P
     return "\n".join(lines) + "\n"
 
 
-def start_board(rootfs: Path, work: Path, cpu: str = "cortex-a72") -> StandInBoard:
-    """Start sshd as the stand-in board; call ``.stop()`` when done (needs root for netns)."""
+def start_board(rootfs: Path, work: Path, cpu: str = "cortex-a72", tag: str | None = None) -> StandInBoard:
+    """Start sshd as the stand-in board; call ``.stop()`` when done (needs root for netns).
+
+    ``tag`` names its network namespace: one board per process by default (the process id);
+    pass distinct tags to run several at once."""
     from toolchain.boards.emulation import write_python_shim
 
     sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -300,7 +313,7 @@ def start_board(rootfs: Path, work: Path, cpu: str = "cortex-a72") -> StandInBoa
         (home / rc).write_text(f"export PATH={path}\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
 
-    tag = str(os.getpid() % 100000)
+    tag = tag or str(os.getpid() % 100000)
     net = _setup_netns(tag)
     netns, host_if, addr = net if net else (None, None, "127.0.0.1")
     port = 2222 if netns else _free_port()

@@ -89,24 +89,15 @@ def test_connection_killed_mid_run_raises_transport_error(rpi4, board, tiny_job)
     thread = threading.Thread(target=measure)
     thread.start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _agent_running(board):
+    while time.monotonic() < deadline and not board.agent_running():
         time.sleep(0.2)
-    assert _agent_running(board), "the agent never started on the board"
+    assert board.agent_running(), "the agent never started on the board"
     time.sleep(1.0)  # let it load the model and start the timed loop
     assert board.kill_sessions() > 0
     thread.join(60)
     assert not thread.is_alive() and not results
     assert len(errors) == 1 and isinstance(errors[0], TransportError), errors
 
-
-def _agent_running(board) -> bool:
-    for pid in board.session_pids():
-        try:
-            if b"agent.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
 
 
 @pytest.mark.slow
