@@ -31,6 +31,7 @@ from ..search.fit import SavedHead
 from .quantize import RECIPES, apply_recipe
 from .text_inputs import TOKENIZER_FILES, batched_probs, encode, load_tokenizer, pack
 from .validate import ReferenceSet, compare, ort_session, run_reference, validate_artefact
+from .vocab import write_pruned_tokenizer
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -57,7 +58,11 @@ def _run_context(run_dir: Path, board: dict):
     return RunDir(Path(run_dir), board).dataset(), resolve_model
 
 
-def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset) -> tuple[Path, ReferenceSet]:
+def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset,
+                pruning=None) -> tuple[Path, ReferenceSet]:
+    """``pruning`` (a :class:`~toolchain.export.vocab.VocabPruning`): the embedding table cut to the
+    kept rows and the remapped tokenizer.json written instead of the backbone's (no vocab.txt:
+    its line numbers would be the unpruned ids)."""
     import torch
 
     from ..features.backbone import load_backbone, resolve_model
@@ -65,11 +70,14 @@ def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset) -> tu
 
     ref_model = resolve_model(model_path)
     tokenizer, model = load_backbone(ref_model)
-    module = build_module(model, saved, with_features=True)
+    module = build_module(model, saved, with_features=True, pruning=pruning)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         src = Path(ref_model.path) / name
-        if src.is_file():
+        if pruning is not None and name in ("tokenizer.json", "vocab.txt"):
+            if name == "tokenizer.json" and src.is_file():
+                write_pruned_tokenizer(src, out_dir / name, pruning)
+        elif src.is_file():
             shutil.copyfile(src, out_dir / name)
     if not (out_dir / "tokenizer.json").is_file():
         raise ExportError(f"backbone {ref_model.name}: no tokenizer.json; boards need a fast tokenizer file")
@@ -123,8 +131,9 @@ def read_artefact(out_dir: Path) -> dict | None:
 
 
 def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
-                    max_accuracy_drop: float = 0.01) -> tuple[Path, dict]:
-    """Export (or reuse) the artefact of ``candidate_id`` at ``precision``."""
+                    max_accuracy_drop: float = 0.01, vocab: str | None = None) -> tuple[Path, dict]:
+    """Export (or reuse) the artefact of ``candidate_id`` at ``precision``; ``vocab`` (``full`` or
+    ``pruned``) overrides the candidate's own (a pruned artefact uses the same head)."""
     from ..rundir import RunDir
 
     run_dir = Path(run_dir)
@@ -134,7 +143,12 @@ def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
         raise RunDirError(f"{run_dir}: no trained head for candidate {candidate_id}; only Pareto and selected "
                           "candidates are kept — pick one of those (codesign show RUN_DIR)")
     saved = SavedHead.load(head_path)
+    if vocab is not None and vocab != saved.candidate.vocab:
+        saved = replace(saved, candidate=replace(saved.candidate, vocab=vocab))
     base: Candidate = saved.candidate
+    full_vocab = None
+    if base.vocab == "pruned":  # validated against the unpruned twin, which is built first
+        full_vocab = export_artefact(run_dir, candidate_id, "fp32", max_accuracy_drop, vocab="full")
     fp32_dir = run_dir / "artefacts" / base.id
     dataset = None
     meta = read_artefact(fp32_dir)
@@ -144,19 +158,27 @@ def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
         with directory_lock(fp32_dir):
             meta = read_artefact(fp32_dir)  # built by another worker while this one waited?
             if meta is None:
-                meta = _fp32(board, saved, fp32_dir, dataset)
+                meta = _fp32(board, saved, fp32_dir, dataset, full_vocab)
     if precision == "fp32":
         return fp32_dir, meta
     return _quantized(run_dir, board, base, fp32_dir, meta, precision, max_accuracy_drop, dataset)
 
 
-def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset) -> dict:
+def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset, full_vocab=None) -> dict:
     base = saved.candidate
     model_path = board["models"][base.backbone]["path"]
-    path, ref = export_fp32(saved, model_path, fp32_dir, dataset)
+    pruning = vocab_meta = None
+    if full_vocab is not None:
+        from .vocab import prune_for_texts
+        from .vocab_artefact import compare_with_full
+
+        pruning = prune_for_texts(full_vocab[0] / "tokenizer.json", dataset.train.texts)
+    path, ref = export_fp32(saved, model_path, fp32_dir, dataset, pruning)
     check = validate_artefact(path, ref, "fp32")
     acc = artefact_accuracy(path, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
-    return _finish(fp32_dir, {
+    if pruning is not None:
+        vocab_meta = compare_with_full(full_vocab[0], fp32_dir, pruning, dataset, base.max_length)
+    return _finish(fp32_dir, {**({"vocab": vocab_meta} if vocab_meta else {}),
         "schema": 1, "candidate": base.to_dict(), "candidate_id": base.id, "base_candidate_id": base.id,
         "precision": "fp32", "recipe": "", "validation": check.to_dict(), "val_acc": acc,
         "fp32_val_acc": acc, "accuracy_guard": "ok", "opset": OPSET, "label_names": board["label_names"],

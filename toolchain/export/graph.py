@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..search.fit import SavedHead
+from .vocab import prune_embedding
 
 
 def truncated_backbone(model, depth: int):
@@ -32,7 +33,7 @@ def truncated_backbone(model, depth: int):
     return clone
 
 
-def build_module(model, saved: SavedHead, with_features: bool = False):
+def build_module(model, saved: SavedHead, with_features: bool = False, pruning=None):
     """The candidate as one module; ``with_features`` makes it return ``(probs, features)``.
 
     ``features`` is the standardised, combined vector that goes into the head: a board that
@@ -47,6 +48,8 @@ def build_module(model, saved: SavedHead, with_features: bool = False):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = truncated_backbone(model, cand.depth)
+            if pruning is not None:  # a VocabPruning: only the kept embedding rows (export/vocab.py)
+                prune_embedding(self.backbone, pruning)
             self.layers = cand.layers
             self.pooling = cand.pooling
             self.combine = cand.combine

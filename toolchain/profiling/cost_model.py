@@ -15,6 +15,11 @@ prediction is the analytic estimate scaled by the median measured/analytic ratio
 records that exist (same precision, else same backbone family fp32/int8, else any), and with no
 record at all it *is* the analytic estimate (:func:`toolchain.search.cost.estimate_cost`).
 
+Vocabulary: a pruned candidate's analytic size uses the kept embedding rows of its backbone
+(``vocab_rows``: backbone name → rows kept for the run's training split), so the model-bytes and
+RAM laws, fitted on analytic bytes, carry over to it; without a count it is costed at the full
+table.
+
 Only records of the target (by name) and its thread count are used; emulated records are left
 out unless ``include_emulated=True`` (emulated wall time says nothing about the board).
 
@@ -157,6 +162,7 @@ class CostModel:
     skipped: int = 0  # records of the target that could not be placed (unknown backbone/length)
     include_emulated: bool = False
     min_points: int = 3
+    vocab_rows: Mapping[str, int] = field(default_factory=dict)  # backbone -> kept rows (pruned vocab)
 
     @classmethod
     def fit(
@@ -169,6 +175,7 @@ class CostModel:
         heads: Mapping[str, tuple[int, int]] | None = None,
         include_emulated: bool = False,
         min_points: int = 3,
+        vocab_rows: Mapping[str, int] | None = None,
     ) -> CostModel:
         """Fit from ``records`` (any target; only ``target_spec``'s are used).
 
@@ -178,7 +185,7 @@ class CostModel:
         in the regressors; it is small beside the backbone's).
         """
         model = cls(target=target_spec, infos=dict(infos), seq_len=dict(seq_len),
-                    include_emulated=include_emulated, min_points=min_points)
+                    include_emulated=include_emulated, min_points=min_points, vocab_rows=dict(vocab_rows or {}))
         heads = heads or {}
         by_cand: dict[str, list[CostRecord]] = defaultdict(list)
         for r in records:
@@ -251,7 +258,8 @@ class CostModel:
 
     def analytic(self, cand: Candidate, head_params: int, head_flops: int, tokens: float | None = None) -> Cost:
         info, seq = self._info(cand, tokens)
-        return estimate_cost(cand, info, head_params, head_flops, self.target, seq)
+        return estimate_cost(cand, info, head_params, head_flops, self.target, seq,
+                             self.vocab_rows.get(cand.backbone))
 
     def _regressors(self, cand: Candidate, head_params: int, head_flops: int, tokens: float | None = None):
         est = self.analytic(cand, head_params, head_flops, tokens)

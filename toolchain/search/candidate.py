@@ -1,5 +1,9 @@
 """Candidate: an immutable choice of backbone, depth, layer set, combination, pooling, head,
-precision and max length. Its id is a short hash of its canonical JSON."""
+precision, max length and vocabulary. Its id is a short hash of its canonical JSON.
+
+``vocab`` (``full`` or ``pruned``: the embedding table cut to the tokens the training split
+uses, see toolchain/export/vocab.py) was added after runs existed: its default is left out of
+the canonical JSON, so every full-vocabulary candidate keeps the id it always had."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from ..heads.combine import COMBINES
 
 PRECISIONS = ("fp32", "int8-dynamic", "int8-static", "int8-head")
+VOCABS = ("full", "pruned")
 
 
 @dataclass(frozen=True, order=True)
@@ -22,6 +27,7 @@ class Candidate:
     head_size: int
     precision: str = "fp32"
     max_length: int = 64
+    vocab: str = "full"
     depth: int = field(default=-1)
 
     def __post_init__(self) -> None:
@@ -39,10 +45,14 @@ class Candidate:
             raise ValueError(f"combine={self.combine!r} needs two or more layers")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.vocab not in VOCABS:
+            raise ValueError(f"unknown vocab {self.vocab!r}; use one of {', '.join(VOCABS)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = list(self.layers)
+        if self.vocab == "full":
+            del d["vocab"]  # the default stays out of the JSON: ids of older candidates unchanged
         return d
 
     @classmethod
@@ -63,4 +73,5 @@ class Candidate:
 
     def describe(self) -> str:
         layers = ",".join(map(str, self.layers))
-        return f"{self.backbone} L[{layers}] {self.combine}/{self.pooling} {self.head}-{self.head_size} {self.precision}"
+        return f"{self.backbone} L[{layers}] {self.combine}/{self.pooling} {self.head}-{self.head_size} {self.precision}" + (
+            " pruned-vocab" if self.vocab == "pruned" else "")

@@ -1,5 +1,11 @@
 """First cost estimate for a target: FLOPs and parameter bytes of the truncated backbone at the
-candidate's sequence length, plus the head. Measurements later replace it (cost model)."""
+candidate's sequence length, plus the head. Measurements later replace it (cost model).
+
+A pruned-vocabulary candidate (``vocab="pruned"``) keeps ``vocab_rows`` rows of the word-embedding
+table instead of ``info.vocab``: its model bytes (and so its peak RAM) shrink by
+``(info.vocab - vocab_rows) × hidden × bytes per parameter``; its FLOPs do not change (an embedding
+lookup is a gather). Without a known row count a pruned candidate is costed at the full table,
+which over- rather than under-states its size."""
 
 from __future__ import annotations
 
@@ -25,9 +31,10 @@ class Cost:
         return asdict(self)
 
 
-def embedding_params(info: BackboneInfo) -> int:
+def embedding_params(info: BackboneInfo, vocab_rows: int | None = None) -> int:
     h = info.hidden
-    return info.vocab * h + info.max_positions * h + 2 * h + 2 * h
+    rows = info.vocab if vocab_rows is None else vocab_rows
+    return rows * h + info.max_positions * h + 2 * h + 2 * h
 
 
 def layer_params(info: BackboneInfo) -> int:
@@ -41,22 +48,24 @@ def layer_flops(info: BackboneInfo, seq_len: float) -> float:
     return 2 * t * (4 * h * h + 2 * h * i) + 2 * 2 * t * t * h
 
 
-def backbone_params(info: BackboneInfo, depth: int) -> int:
-    return embedding_params(info) + depth * layer_params(info)
+def backbone_params(info: BackboneInfo, depth: int, vocab_rows: int | None = None) -> int:
+    return embedding_params(info, vocab_rows) + depth * layer_params(info)
 
 
 def estimate_cost(
     cand: Candidate, info: BackboneInfo, head_params: int, head_flops: int, target: TargetSpec,
-    seq_len: float,
+    seq_len: float, vocab_rows: int | None = None,
 ) -> Cost:
-    """Analytic estimate on ``target`` at an effective sequence length ``seq_len``."""
+    """Analytic estimate on ``target`` at an effective sequence length ``seq_len``;
+    ``vocab_rows``: the kept embedding rows, used when the candidate's vocabulary is pruned."""
     est = target.estimate
     flops = cand.depth * layer_flops(info, seq_len) + head_flops
     per_second = est.gflops_per_thread * 1e9 * target.threads
     if cand.precision in ("int8-dynamic", "int8-static"):
         per_second *= est.int8_speedup
     latency_ms = est.fixed_ms + 1e3 * flops / per_second
-    backbone_bytes = backbone_params(info, cand.depth) * BYTES_PER_PARAM[cand.precision]
+    rows = vocab_rows if cand.vocab == "pruned" else None
+    backbone_bytes = backbone_params(info, cand.depth, rows) * BYTES_PER_PARAM[cand.precision]
     head_bytes = head_params * (1.0 if cand.precision != "fp32" else 4.0)
     model_bytes = int(backbone_bytes + head_bytes)
     activations = 4 * seq_len * (info.hidden * 4 + info.intermediate) + 4 * info.heads * seq_len * seq_len

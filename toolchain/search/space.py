@@ -1,4 +1,5 @@
-"""The search space: backbones × layer sets × combination × pooling × head × precision × length."""
+"""The search space: backbones × layer sets × combination × pooling × head × precision × length ×
+vocabulary (full, or pruned to the training split's tokens; the head is the same either way)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class SearchSpace:
     combines: tuple[str, ...] = ("concat", "mean", "scalarmix")
     max_set_size: int = 3
     precisions: tuple[str, ...] = ("fp32",)
+    vocabs: tuple[str, ...] = ("full",)
 
     def layer_sets(self, n_layers: int) -> list[tuple[int, ...]]:
         """Small sets (2..max_set_size) of any layers, plus every prefix 1..d of size > max."""
@@ -31,20 +33,20 @@ class SearchSpace:
 
     def singles(self) -> list[Candidate]:
         out = []
-        for (bb, n), ml, pool, (head, size), prec in itertools.product(
-            self.backbones.items(), self.max_lengths, self.poolings, self.heads, self.precisions
+        for (bb, n), ml, pool, (head, size), prec, vocab in itertools.product(
+            self.backbones.items(), self.max_lengths, self.poolings, self.heads, self.precisions, self.vocabs
         ):
             for layer in range(n + 1):
-                out.append(Candidate(bb, (layer,), "single", pool, head, size, prec, ml))
+                out.append(Candidate(bb, (layer,), "single", pool, head, size, prec, ml, vocab))
         return out
 
     def combinations(self) -> list[Candidate]:
         out = []
         for (bb, n), ml in itertools.product(self.backbones.items(), self.max_lengths):
-            for layers, comb, pool, (head, size), prec in itertools.product(
-                self.layer_sets(n), self.combines, self.poolings, self.heads, self.precisions
+            for layers, comb, pool, (head, size), prec, vocab in itertools.product(
+                self.layer_sets(n), self.combines, self.poolings, self.heads, self.precisions, self.vocabs
             ):
-                out.append(Candidate(bb, layers, comb, pool, head, size, prec, ml))
+                out.append(Candidate(bb, layers, comb, pool, head, size, prec, ml, vocab))
         return out
 
     def candidates(self, max_combinations: int | None = None, seed: int = 0) -> list[Candidate]:

@@ -1,0 +1,166 @@
+"""Vocabulary pruning: the remapped tokenizer, the sliced embedding table, the pruned ONNX artefact
+against the unpruned one, the cost estimate, and candidate ids that predate the dimension."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from toolchain.export.artefact import export_artefact, read_artefact
+from toolchain.export.text_inputs import batched_probs, encode, load_tokenizer
+from toolchain.export.tolerances import TOLERANCES
+from toolchain.export.validate import ort_session
+from toolchain.export.vocab import (
+    kept_ids,
+    prune_for_texts,
+    remap_tokenizer_json,
+    slice_rows,
+    special_token_ids,
+)
+from toolchain.flows.run import RunConfig, run
+from toolchain.search.candidate import Candidate
+from toolchain.search.space import SearchSpace
+
+TRAIN = ["the film was good", "the plot was really awful", "a lovely cast"]
+
+
+def _tok(folder: Path) -> Tokenizer:
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def test_pruned_tokenizer_gives_remapped_ids_for_seen_tokens_and_unk_for_unseen(tiny_bert, tmp_path):
+    doc = json.loads((tiny_bert / "tokenizer.json").read_text())
+    pruning = prune_for_texts(tiny_bert / "tokenizer.json", TRAIN)
+    full = _tok(tiny_bert)
+    seen = sorted({i for t in TRAIN for i in full.encode(t).ids})
+    specials = special_token_ids(doc)
+    assert set(pruning.kept) == set(seen) | specials  # exactly what training uses, plus specials
+    (tmp_path / "tokenizer.json").write_text(json.dumps(remap_tokenizer_json(doc, pruning)))
+    pruned = _tok(tmp_path)
+    unk_new = pruned.token_to_id("[UNK]")
+    assert unk_new == pruning.new_unk_id and pruned.token_to_id("[PAD]") == 0
+    for old in seen:  # every seen token: its new contiguous id
+        token = full.id_to_token(old)
+        assert pruned.token_to_id(token) == int(np.searchsorted(pruning.kept, old))
+    for text in TRAIN:
+        assert pruned.encode(text).ids == list(pruning.remap(full.encode(text).ids))
+        assert unk_new not in pruned.encode(text).ids
+    # Unseen words: the same split as before, each dropped piece is [UNK]; kept pieces keep ids.
+    text = "the xylophone was wonderful"
+    old_ids, new_ids = full.encode(text).ids, pruned.encode(text).ids
+    assert len(old_ids) == len(new_ids)
+    for o, n in zip(old_ids, new_ids, strict=True):
+        assert n == (int(np.searchsorted(pruning.kept, o)) if o in pruning.kept else unk_new)
+    assert new_ids.count(unk_new) == sum(o not in pruning.kept for o in old_ids) > 0
+    assert max(pruned.get_vocab().values()) == pruning.n_kept - 1  # contiguous 0..K-1
+
+
+def test_kept_ids_and_slice_rows_are_plain_arrays():
+    # No tokenizer, no ONNX: what the MCU whole-model path would call on its own token ids.
+    pruning = kept_ids([[5, 7], [7, 2]], specials={0}, full_size=10, unk_id=1)
+    assert list(pruning.kept) == [0, 1, 2, 5, 7]
+    table = np.arange(30, dtype=np.float32).reshape(10, 3)
+    rows = slice_rows(table, pruning)
+    assert rows.shape == (5, 3) and np.array_equal(rows[pruning.remap([7])[0]], table[7])
+    assert list(pruning.remap([9, 5])) == [pruning.new_unk_id, 3]
+
+
+def test_candidate_id_without_vocab_is_unchanged():
+    cand = Candidate("m", (1, 2), "concat", "mean", "softmax", 3)
+    # The canonical JSON every candidate had before vocab existed (no "vocab" key).
+    old = {"backbone": "m", "layers": [1, 2], "combine": "concat", "pooling": "mean", "head": "softmax",
+           "head_size": 3, "precision": "fp32", "max_length": 64, "depth": 2}
+    old_id = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert cand.id == old_id and "vocab" not in cand.to_dict()
+    pruned = replace(cand, vocab="pruned")
+    assert pruned.id != cand.id and Candidate.from_dict(pruned.to_dict()) == pruned
+    assert Candidate.from_dict(cand.to_dict()).vocab == "full"
+    with pytest.raises(ValueError, match="vocab"):
+        replace(cand, vocab="tiny")
+    space = SearchSpace(backbones={"m": 2}, vocabs=("full", "pruned"), heads=(("softmax", 3),))
+    base = SearchSpace(backbones={"m": 2}, heads=(("softmax", 3),))
+    assert len(space.candidates()) == 2 * len(base.candidates())
+
+
+def test_cost_estimate_knows_pruned_rows():
+    from toolchain.config.target_spec import load_target_spec
+    from toolchain.features.backbone import BackboneInfo
+    from toolchain.search.cost import estimate_cost
+
+    info = BackboneInfo(n_layers=2, hidden=32, intermediate=64, heads=2, vocab=30522, max_positions=512)
+    target = load_target_spec("host")
+    cand = Candidate("tiny", (1,), "single", "mean", "softmax", 3)
+    for precision, width in (("fp32", 4), ("int8-dynamic", 1)):
+        full = estimate_cost(replace(cand, precision=precision), info, 66, 132, target, 10.0, vocab_rows=500)
+        pruned = estimate_cost(replace(cand, precision=precision, vocab="pruned"), info, 66, 132, target, 10.0,
+                               vocab_rows=500)
+        assert full.model_bytes - pruned.model_bytes == (30522 - 500) * 32 * width
+        assert full.peak_ram_bytes - pruned.peak_ram_bytes == full.model_bytes - pruned.model_bytes
+        assert pruned.flops == full.flops
+    # Unknown row count: costed at the full table (never understated).
+    assert estimate_cost(replace(cand, vocab="pruned"), info, 66, 132, target, 10.0).model_bytes == \
+        estimate_cost(cand, info, 66, 132, target, 10.0).model_bytes
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_bert, toy_spec) -> Path:
+    import os
+
+    home = tmp_path_factory.mktemp("vocab-home")
+    old = os.environ.get("CODESIGN_HOME")
+    os.environ["CODESIGN_HOME"] = str(home)
+    try:
+        run_dir = home / "run"
+        run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=2,
+                      heads=(("softmax", 3),), run_dir=str(run_dir)))
+    finally:
+        if old is None:
+            os.environ.pop("CODESIGN_HOME", None)
+        else:
+            os.environ["CODESIGN_HOME"] = old
+    return run_dir
+
+
+def _deepest_id(run_dir: Path) -> str:
+    board = json.loads((run_dir / "leaderboard.json").read_text())
+    kept = [c for c in board["candidates"] if (run_dir / "heads" / f"{c['id']}.safetensors").is_file()]
+    return max(kept, key=lambda c: (c["depth"], c["id"]))["id"]
+
+
+def test_pruned_onnx_artefact_matches_unpruned_where_no_token_is_dropped(tiny_run, toy_rows):
+    cid = _deepest_id(tiny_run)
+    full_dir, full_meta = export_artefact(tiny_run, cid, "fp32")
+    out, meta = export_artefact(tiny_run, cid, "fp32", vocab="pruned")
+    assert meta["candidate"]["vocab"] == "pruned" and meta["candidate_id"] != cid and out != full_dir
+    assert meta["validation"]["passed"] and read_artefact(out) is not None
+    assert not (out / "vocab.txt").exists()  # its line numbers would be the unpruned ids
+    v = meta["vocab"]
+    tol = TOLERANCES["fp32"].max_abs_prob
+    assert v["passed"] and v["validation"]["max_abs_prob_untouched"] <= tol
+    assert 0.0 <= v["validation"]["pruned_to_unk_share"] <= 1.0 and "test" in v
+    # Independently: training texts use only kept tokens, so both artefacts agree on them.
+    texts = [t for t, _ in toy_rows(6)] + ["the film was superb"]
+    full_tok, pruned_tok = load_tokenizer(full_dir, 64), load_tokenizer(out, 64)
+    p_full = batched_probs(ort_session(full_dir / "model.onnx"), encode(full_tok, texts))
+    p_pruned = batched_probs(ort_session(out / "model.onnx"), encode(pruned_tok, texts))
+    assert float(np.abs(p_full - p_pruned).max()) <= tol
+    # An unseen word is [UNK] for the pruned artefact, not for the full one.
+    unk = pruned_tok.token_to_id("[UNK]")
+    assert unk in encode(pruned_tok, ["the xylophone was good"])[0]
+    assert full_tok.token_to_id("[UNK]") not in encode(full_tok, ["the xylophone was good"])[0]
+    # Size shrinks by the dropped rows × hidden × 4 bytes (protobuf framing aside).
+    n_kept = v["pruning"]["kept"]
+    expected = (v["pruning"]["full_size"] - n_kept) * 32 * 4
+    saved = full_meta["model_bytes"] - meta["model_bytes"]
+    assert abs(saved - expected) <= 0.01 * expected
+    # Reused, not rebuilt.
+    assert export_artefact(tiny_run, cid, "fp32", vocab="pruned")[1]["files"] == meta["files"]
