@@ -47,6 +47,27 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
 
 
+def _extract_device(ctx, param, value: str) -> str:
+    """cpu, cuda or cuda:N, checked before any dataset or model is read."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", value):
+        raise click.BadParameter(f"'{value}' is not a device; use cpu, cuda or cuda:N (N = 0..99)", ctx, param)
+    return value
+
+
+def _shard(ctx, param, value):
+    if value is None:
+        return None
+    from .errors import ConfigError
+    from .features.shard import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("shard "), ctx, param) from None
+
+
 def run_options(fn):
     options = [
         click.option("--model", "models", multiple=True, default=("default",), show_default=True,
@@ -65,6 +86,10 @@ def run_options(fn):
                      help="Use only the first N (>= 1) training examples per class (quick runs)."),
         click.option("--max-eval-per-class", type=click.IntRange(min=1), default=None,
                      help="Use only the first N (>= 1) validation/test examples per class."),
+        click.option("--device", default="cpu", show_default=True, callback=_extract_device,
+                     help="Where the backbone runs during extraction: cpu, cuda or cuda:N."),
+        click.option("--dtype", type=click.Choice(("float32", "float16", "bfloat16")), default="float32",
+                     show_default=True, help="float16/bfloat16: autocast on a GPU (its own cache key)."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -117,6 +142,7 @@ def _config(**kw):
         max_model_mb=kw.get("max_model_mb"), max_per_class=kw["max_per_class"],
         max_eval_per_class=kw["max_eval_per_class"], seed=kw.get("seed", 0), run_dir=kw.get("run_dir"),
         jobs=kw.get("jobs"), screen_rows=kw.get("screen_rows", 4_000),
+        device=kw.get("device", "cpu"), dtype=kw.get("dtype", "float32"),
     )
 
 
@@ -169,21 +195,48 @@ def run_cmd(**kw) -> None:
 
 @main.command("extract")
 @run_options
+@click.option("--shard", default=None, callback=_shard, metavar="K/N",
+              help="Compute only shard K of N (0 <= K < N): the chunks at positions K, K+N, ...; "
+                   "then run --finalize once (docs/scaling.md).")
+@click.option("--finalize", is_flag=True,
+              help="Check that every chunk of the shards is there and mark the cache complete.")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True,
+              help="ray: map the chunks over a Ray cluster's actors (extra codesign[ray]).")
 @handle_errors
-def extract_cmd(**kw) -> None:
+def extract_cmd(shard, finalize, engine, **kw) -> None:
     """Cache every layer's pooled features (resumable; a finished cache is reused).
 
     \b
     Examples:
       codesign extract --dataset sst2 --max-length 64
       codesign extract --dataset emotion --max-length 32 --max-length 128
+      codesign extract --dataset sst2 --shard 0/4        # one of 4 tasks (SLURM, k8s)
+      codesign extract --dataset sst2 --finalize         # once all 4 are done
+      codesign extract --dataset sst2 --engine ray       # on a Ray cluster
+      codesign extract --dataset sst2 --device cuda --dtype float16
     """
+    import functools
+
     from .flows.run import extract
 
-    ex = extract(_config(**kw))
+    if sum((shard is not None, finalize, engine != "local")) > 1:
+        raise click.UsageError("--shard, --finalize and --engine ray are separate ways to run; pass one")
+    step = None
+    if shard is not None:
+        from .features.shard import extract_shard
+
+        step = functools.partial(extract_shard, shard=shard)
+    elif finalize:
+        from .features.shard import finalize as step
+    elif engine == "ray":
+        from .features.ray_engine import ray_features as step
+    ex = extract(_config(**kw), step)
     for (model, ml), f in ex.features.items():
-        state = "extracted" if f.extracted_chunks else "cached"
-        click.echo(f"{model} @ {ml} tokens: {state}, {f.n_layers} layers, {f.cache_dir}")
+        state = getattr(f, "state", None) or ("extracted" if f.extracted_chunks else "cached")
+        counts = (f", {f.extracted_chunks} of {f.owned_chunks} owned chunks computed "
+                  f"({f.total_chunks} in all)" if getattr(f, "owned_chunks", 0) else "")
+        layers = f", {f.n_layers} layers" if f.n_layers is not None else ""
+        click.echo(f"{model} @ {ml} tokens: {state}{counts}{layers}, {f.cache_dir}")
 
 
 @main.command("search")

@@ -46,3 +46,37 @@ def directory_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             os.close(fd)
+
+
+@contextmanager
+def file_claim(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold ``flock`` on the file ``path`` (created if missing) for the block; yields whether
+    it is held. ``wait=False`` never blocks: another holder (a live process, or a thread of
+    this one) means False at once. The kernel drops the lock when its holder dies, so a claim
+    of a SIGKILLed writer is free again, with nothing to clean first.
+
+    Used per chunk by concurrent extractions of one feature cache: a chunk another process is
+    computing is skipped, not computed twice. The holder removes the file once its work is on
+    disk; a leftover one is harmless (the next claimant takes it)."""
+    path = Path(path)
+    key = str(path.resolve())
+    guard = _thread_lock(key)
+    if not guard.acquire(blocking=wait):
+        yield False
+        return
+    try:
+        if fcntl is None:  # pragma: no cover
+            yield True
+            return
+        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+    finally:
+        guard.release()

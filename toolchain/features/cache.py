@@ -169,6 +169,42 @@ class FeatureCache:
     def write_meta(self, meta: dict) -> None:
         atomic_write_json(self.directory / "meta.json", meta)
 
+    def fix_meta(self, meta: dict) -> dict:
+        """Write ``meta.json`` once, create-exclusive, and return the sizes on disk.
+
+        Two extractions (two shards, two ``codesign run``) starting one cache at the same moment
+        must agree on the chunk and batch size: the first to link its complete file into place
+        fixes them, the others read and use what it wrote. The file appears whole or not at all
+        (a hard link of a finished temp file), never half-written."""
+        path = self.directory / "meta.json"
+        if not path.exists():
+            try:
+                fd, tmp = owned_temp(path)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(json.dumps(meta, indent=2, sort_keys=True).encode())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise CacheError(f"{path.parent}: cannot write the feature cache ({exc.strerror or exc}); "
+                                 "free space or fix permissions, or point CODESIGN_HOME elsewhere") from exc
+            try:
+                os.link(tmp, path)  # fails if another writer got there first: theirs stands
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: exclusive create, then rename
+                try:
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    os.replace(tmp, path)
+                except FileExistsError:
+                    pass
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        return self.recorded_meta()
+
+    def claim_path(self, split: str, index: int) -> Path:
+        """The lock file a writer of a chunk holds (flock) while it computes it."""
+        return self.directory / f".{self.chunk_path(split, index).name}.claim"
+
     def mark_complete(self, summary: dict) -> None:
         atomic_write_json(self.directory / "complete.json", summary)
 

@@ -56,7 +56,7 @@ def pool_hidden_states(hidden_states, mask, poolings=POOLINGS) -> dict[str, np.n
             out[pooling] = (stacked * m).sum(2) / m.sum(2).clamp(min=1.0)
         else:
             raise ValueError(f"unknown pooling {pooling!r}")
-    return {k: v.float().numpy() for k, v in out.items()}
+    return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
 def extract_pooled(
@@ -68,9 +68,19 @@ def extract_pooled(
     bucket: bool = True,
     pad_to: int | None = None,
     on_batch=None,
+    device=None,
+    autocast=None,
 ) -> dict[str, np.ndarray]:
-    """Pooled features of every layer for already-tokenized inputs, in input order."""
+    """Pooled features of every layer for already-tokenized inputs, in input order.
+
+    ``device``: a torch device the model already lives on (default: the CPU); ``autocast``: a
+    torch dtype (float16, bfloat16) to autocast the forward pass to on that device. Pooling
+    always runs in float32 (hidden states are upcast first), and features come back on the CPU."""
+    import contextlib
+
     import torch
+
+    device = torch.device("cpu") if device is None else device
 
     lengths = np.array([len(s) for s in ids])
     n_layers = model.config.num_hidden_layers + 1
@@ -80,11 +90,14 @@ def extract_pooled(
     with torch.inference_mode():
         for batch in plan_batches(lengths, batch_size, bucket):
             input_ids, mask = pad_batch([ids[i] for i in batch], pad_id, None if bucket else pad_to)
-            t_mask = torch.from_numpy(mask)
-            result = model(
-                input_ids=torch.from_numpy(input_ids), attention_mask=t_mask, output_hidden_states=True
-            )
-            pooled = pool_hidden_states(result.hidden_states, t_mask, poolings)
+            t_mask = torch.from_numpy(mask).to(device)
+            cast = (torch.autocast(device.type, dtype=autocast) if autocast is not None
+                    else contextlib.nullcontext())
+            with cast:
+                result = model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=t_mask,
+                               output_hidden_states=True)
+            hidden = result.hidden_states if autocast is None else [h.float() for h in result.hidden_states]
+            pooled = pool_hidden_states(hidden, t_mask, poolings)
             for p in poolings:
                 out[p][:, batch, :] = pooled[p]
             if on_batch is not None:

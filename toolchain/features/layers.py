@@ -12,16 +12,22 @@ import logging
 import math
 import os
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..data.dataset import SPLITS, Dataset
 from ..errors import CacheError, ConfigError
+from ..locks import file_claim
 from ..progress import progress_bar
 from .backbone import COMPUTE, ModelCheck, ModelRef, inspect_model, load_backbone
 from .cache import FEATURE_FORMAT_VERSION, FeatureCache, cache_key
+from .device import autocast_dtype, compute_mode, torch_device
 from .extract import POOLINGS, extract_pooled, tokenize
+from .mapped import ChunkMaps, MappedLayer, read_header
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 1024
@@ -31,25 +37,73 @@ DEFAULT_BATCH = 64
 MIN_MAX_LENGTH = 2
 
 
-@dataclass
 class LayerFeatures:
-    """Pooled features per split and pooling, shaped [layers+1, examples, dim]."""
+    """Pooled features per split and pooling, [examples, dim] per layer, read from the cache's
+    chunks memory-mapped: ``get`` gives one layer as an array (the search's in-memory path,
+    the last few kept), ``mapped`` gives it as a :class:`MappedLayer` that streamed fits read
+    chunk by chunk or row by row, so nothing ever concatenates every layer of every chunk."""
 
-    model: ModelRef
-    max_length: int
-    poolings: tuple[str, ...]
-    splits: dict[str, dict[str, np.ndarray]]
-    lengths: dict[str, np.ndarray]  # real token counts per example (after truncation)
-    cache_dir: str
-    extracted_chunks: int  # chunks computed by this call (0 when all came from the cache)
-    extract_seconds: float
+    KEEP_LAYERS = 4  # arrays ``get`` keeps: the bank reads a layer's train rows twice in a row
+
+    def __init__(self, model: ModelRef, max_length: int, poolings: tuple[str, ...],
+                 chunks: dict[str, dict[str, list]], lengths: dict[str, np.ndarray], cache_dir: str,
+                 extracted_chunks: int, extract_seconds: float, compute: str = COMPUTE) -> None:
+        self.model, self.max_length, self.poolings = model, max_length, tuple(poolings)
+        self.lengths = lengths  # real token counts per example (after truncation)
+        self.cache_dir = cache_dir
+        self.extracted_chunks = extracted_chunks  # chunks computed by this call (0: all cached)
+        self.extract_seconds = extract_seconds
+        self.compute = compute
+        self._chunks = chunks  # split -> pooling -> [(path, TensorSpan)] in chunk order
+        self._maps = ChunkMaps()
+        self._kept: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
 
     @property
     def n_layers(self) -> int:
-        return next(iter(self.splits["train"].values())).shape[0]
+        return self._chunks["train"][self.poolings[0]][0][1].shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self._chunks["train"][self.poolings[0]][0][1].shape[2]
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(self._chunks)
+
+    def mapped(self, split: str, pooling: str, layer: int) -> MappedLayer:
+        return MappedLayer(self._maps, self._chunks[split][pooling], layer)
 
     def get(self, split: str, pooling: str, layer: int) -> np.ndarray:
-        return self.splits[split][pooling][layer]
+        key = (split, pooling, layer)
+        if key not in self._kept:
+            self._kept[key] = np.asarray(self.mapped(split, pooling, layer))
+            while len(self._kept) > self.KEEP_LAYERS:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(key)
+        return self._kept[key]
+
+    @property
+    def splits(self) -> Mapping[str, Mapping[str, np.ndarray]]:
+        """split -> pooling -> [layers+1, examples, dim], built on access (small caches, tests)."""
+        return _Lazy(self._chunks, lambda s: _Lazy(self.poolings, lambda p: np.stack(
+            [np.asarray(self.mapped(s, p, la)) for la in range(self.n_layers)])))
+
+
+class _Lazy(Mapping):
+    def __init__(self, keys, make) -> None:
+        self._keys, self._make = tuple(keys), make
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._make(key)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _chunk_count(n: int, chunk: int) -> int:
@@ -104,6 +158,74 @@ def _size(value, name: str, env: str | None, default: int) -> int:
     return size
 
 
+@dataclass
+class CachePlan:
+    """One cache of one dataset, backbone, length and compute mode, with its sizes fixed."""
+
+    cache: FeatureCache
+    key: str
+    compute: str
+    splits: list[str]
+    chunk_size: int
+    batch_size: int
+
+    def rows(self, dataset: Dataset, split: str) -> int:
+        return len(dataset.split(split))
+
+    def chunks(self, dataset: Dataset) -> dict[str, int]:
+        return {s: _chunk_count(len(dataset.split(s)), self.chunk_size) for s in self.splits}
+
+    def all_chunks(self, dataset: Dataset) -> list[tuple[str, int]]:
+        """Every chunk in one global order (train first): shard k of N owns positions k, k+N, ..."""
+        return [(s, i) for s, n in self.chunks(dataset).items() for i in range(n)]
+
+    def missing(self, dataset: Dataset) -> list[tuple[str, int]]:
+        return [c for c in self.all_chunks(dataset) if not self.cache.has_chunk(*c)]
+
+
+def plan_cache(dataset: Dataset, model: ModelRef, max_length, poolings, cache_root=None,
+               chunk_size: int | None = None, batch_size: int | None = None, device: str = "cpu",
+               dtype: str = "float32") -> tuple[CachePlan, tuple[str, ...], int]:
+    """Check every input and find the cache; nothing is written. Returns (plan, poolings,
+    max_length). A cache that was started keeps the chunk and batch size it was started with."""
+    from ..paths import codesign_home
+
+    poolings = check_poolings(poolings)
+    compute = compute_mode(device, dtype)
+    check = inspect_model(model)
+    max_length = check_max_length(max_length, model, check)
+    chunk_size = _size(chunk_size, "chunk_size", "CODESIGN_CHUNK_SIZE", DEFAULT_CHUNK)
+    batch_size = _size(batch_size, "batch_size", None, DEFAULT_BATCH)
+    root = cache_root or codesign_home() / "cache" / "features"
+    key = cache_key(model.weights_hash, check.files_hash, dataset.fingerprint(), max_length,
+                    poolings, compute)
+    cache = FeatureCache(Path(root) / key)
+    # Chunks already on disk fix the chunk and batch size: a resumed or reread cache keeps the
+    # ones it was started with, whatever CODESIGN_CHUNK_SIZE says now (else chunk i would cover
+    # other rows, or its numbers would differ at rounding level from its neighbours').
+    recorded = cache.recorded_meta()
+    splits = [s for s in SPLITS if getattr(dataset, s) is not None]
+    plan = CachePlan(cache, key, compute, splits, recorded.get("chunk_size", chunk_size),
+                     recorded.get("batch_size", batch_size))
+    return plan, poolings, max_length
+
+
+def start_cache(plan: CachePlan, dataset: Dataset, model: ModelRef, max_length: int,
+                poolings: tuple[str, ...]) -> CachePlan:
+    """Create the cache folder, clean dead writers' temp files and fix meta.json (create-
+    exclusive: if another process fixed it first, its sizes win and the plan follows them)."""
+    cache = plan.cache
+    try:
+        cache.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(f"{cache.directory}: cannot create the feature cache ({exc.strerror or exc}); "
+                         "fix permissions or point CODESIGN_HOME elsewhere") from exc
+    cache.cleanup_temp()
+    fixed = cache.fix_meta(_meta(model, dataset, max_length, poolings, plan))
+    return CachePlan(cache, plan.key, plan.compute, plan.splits, fixed["chunk_size"],
+                     fixed.get("batch_size", plan.batch_size))
+
+
 def layer_features(
     dataset: Dataset,
     model: ModelRef,
@@ -112,58 +234,80 @@ def layer_features(
     cache_root=None,
     chunk_size: int | None = None,
     batch_size: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> LayerFeatures:
-    from ..paths import codesign_home
-
-    poolings = check_poolings(poolings)
-    check = inspect_model(model)
-    max_length = check_max_length(max_length, model, check)
-    chunk_size = _size(chunk_size, "chunk_size", "CODESIGN_CHUNK_SIZE", DEFAULT_CHUNK)
-    batch_size = _size(batch_size, "batch_size", None, DEFAULT_BATCH)
-    root = cache_root or codesign_home() / "cache" / "features"
-    key = cache_key(model.weights_hash, check.files_hash, dataset.fingerprint(), max_length,
-                    poolings, COMPUTE)
-    cache = FeatureCache(root / key)
-    # Chunks already on disk fix the chunk and batch size: a resumed or reread cache keeps the
-    # ones it was started with, whatever CODESIGN_CHUNK_SIZE says now (else chunk i would cover
-    # other rows, or its numbers would differ at rounding level from its neighbours').
-    recorded = cache.recorded_meta()
-    chunk_size = recorded.get("chunk_size", chunk_size)
-    batch_size = recorded.get("batch_size", batch_size)
-    splits = [s for s in SPLITS if getattr(dataset, s) is not None]
-    plan = {s: _chunk_count(len(dataset.split(s)), chunk_size) for s in splits}
+    plan, poolings, max_length = plan_cache(dataset, model, max_length, poolings, cache_root,
+                                            chunk_size, batch_size, device, dtype)
+    if device != "cpu":
+        torch_device(device)  # no such device: one line, even when the cache is complete
+    cache = plan.cache
     started = time.perf_counter()
     computed = 0
     if not cache.complete:
-        missing = [(s, i) for s in splits for i in range(plan[s]) if not cache.has_chunk(s, i)]
         # Load before the first write: a model that cannot load leaves no cache folder.
-        backbone = _load_for(model, max_length) if missing else None
-        try:
-            cache.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CacheError(f"{cache.directory}: cannot create the feature cache ({exc.strerror or exc}); "
-                             "fix permissions or point CODESIGN_HOME elsewhere") from exc
-        cache.cleanup_temp()
-        cache.write_meta(_meta(model, dataset, max_length, poolings, chunk_size, batch_size, plan))
-        done = sum(plan.values()) - len(missing)
-        if done:
-            log.info("feature cache %s: resuming, %d of %d chunks already on disk", key, done, sum(plan.values()))
+        backbone = load_for(model, max_length) if plan.missing(dataset) else None
+        plan = start_cache(plan, dataset, model, max_length, poolings)
+        missing = plan.missing(dataset)
+        total = len(plan.all_chunks(dataset))
+        if total - len(missing):
+            log.info("feature cache %s: resuming, %d of %d chunks already on disk", plan.key,
+                     total - len(missing), total)
         if missing:
-            computed = _extract_missing(dataset, model, backbone, max_length, poolings, cache, missing,
-                                        chunk_size, batch_size)
-        cache.mark_complete({"chunks": plan, "examples": {s: len(dataset.split(s)) for s in splits}})
-    out: dict[str, dict[str, np.ndarray]] = {}
+            backbone = backbone or load_for(model, max_length)
+            computed = extract_chunks(dataset, model, backbone, max_length, poolings, plan, missing,
+                                      device, dtype)
+        mark_complete(plan, dataset)
+    return open_features(plan, dataset, model, max_length, poolings, computed,
+                         time.perf_counter() - started)
+
+
+def mark_complete(plan: CachePlan, dataset: Dataset) -> None:
+    plan.cache.mark_complete({"chunks": plan.chunks(dataset),
+                              "examples": {s: len(dataset.split(s)) for s in plan.splits}})
+
+
+def chunk_spans(plan: CachePlan, dataset: Dataset, poolings: tuple[str, ...], split: str,
+                index: int) -> dict:
+    """A chunk's tensors checked against what it must hold (names, rows, dtype), or a CacheError."""
+    path = plan.cache.chunk_path(split, index)
+    fix = f"delete {plan.cache.directory} to rebuild"
+    spans = read_header(path, fix)
+    lacking = [n for n in (*poolings, "lengths") if n not in spans]
+    if lacking:
+        raise CacheError(f"{path}: feature chunk lacks {', '.join(lacking)}; {fix}")
+    rows = min(plan.chunk_size, len(dataset.split(split)) - index * plan.chunk_size)
+    shapes = {n: spans[n].shape for n in (*poolings, "lengths")}
+    if (any(len(shapes[p]) != 3 or shapes[p][1] != rows or spans[p].dtype != "<f4" for p in poolings)
+            or shapes["lengths"] != (rows,)):
+        raise CacheError(f"{path}: feature chunk holds {shapes}, expected {rows} rows of float32 "
+                         f"features; {fix}")
+    return spans
+
+
+def open_features(plan: CachePlan, dataset: Dataset, model: ModelRef, max_length: int,
+                  poolings: tuple[str, ...], computed: int = 0, seconds: float = 0.0) -> LayerFeatures:
+    """The cache's features, memory-mapped (every chunk's header checked first)."""
+    chunks: dict[str, dict[str, list]] = {}
     lengths: dict[str, np.ndarray] = {}
-    for s in splits:
-        parts = [cache.read_chunk(s, i, (*poolings, "lengths")) for i in range(plan[s])]
-        # Layer-major, contiguous per layer: heads read one layer at a time.
-        out[s] = {p: np.ascontiguousarray(np.concatenate([c[p] for c in parts], axis=1)) for p in poolings}
-        lengths[s] = np.concatenate([c["lengths"] for c in parts])
-    return LayerFeatures(model, max_length, tuple(poolings), out, lengths, str(cache.directory),
-                         computed, time.perf_counter() - started)
+    maps = ChunkMaps()
+    shape = None
+    for s in plan.splits:
+        spans = [(plan.cache.chunk_path(s, i), chunk_spans(plan, dataset, poolings, s, i))
+                 for i in range(plan.chunks(dataset)[s])]
+        for path, sp in spans:
+            got = {p: (sp[p].shape[0], sp[p].shape[2]) for p in poolings}
+            shape = shape or got
+            if got != shape:
+                raise CacheError(f"{path}: feature chunk has (layers, dim) {got}, its neighbours "
+                                 f"{shape}; delete {plan.cache.directory} to rebuild")
+        chunks[s] = {p: [(path, sp[p]) for path, sp in spans] for p in poolings}
+        lengths[s] = np.concatenate([np.array(maps.view(path, sp["lengths"])) for path, sp in spans])
+    return LayerFeatures(model, max_length, tuple(poolings), chunks, lengths, str(plan.cache.directory),
+                         computed, seconds, plan.compute)
 
 
-def _load_for(model: ModelRef, max_length: int):
+def load_for(model: ModelRef, max_length: int):
     tokenizer, backbone = load_backbone(model)
     specials = tokenizer.num_special_tokens_to_add()
     if max_length <= specials:
@@ -172,25 +316,59 @@ def _load_for(model: ModelRef, max_length: int):
     return tokenizer, backbone
 
 
-def _meta(model, dataset, max_length, poolings, chunk_size, batch_size, plan) -> dict:
+def _meta(model, dataset, max_length, poolings, plan: CachePlan) -> dict:
     import torch
     import transformers
 
     return {"model": model.name, "weights_hash": model.weights_hash, "dataset": dataset.name,
-            "max_length": max_length, "poolings": list(poolings), "chunk_size": chunk_size,
-            "batch_size": batch_size, "chunks": plan, "format": FEATURE_FORMAT_VERSION,
-            "compute": COMPUTE, "versions": {"torch": torch.__version__,
-                                             "transformers": transformers.__version__}}
+            "max_length": max_length, "poolings": list(poolings), "chunk_size": plan.chunk_size,
+            "batch_size": plan.batch_size, "chunks": plan.chunks(dataset), "format": FEATURE_FORMAT_VERSION,
+            "compute": plan.compute, "versions": {"torch": torch.__version__,
+                                                  "transformers": transformers.__version__}}
 
 
-def _extract_missing(dataset, model, loaded, max_length, poolings, cache, missing, chunk_size, batch_size) -> int:
+def compute_chunk(dataset, loaded, max_length, poolings, plan: CachePlan, split: str, index: int,
+                  device=None, autocast=None) -> dict[str, np.ndarray]:
+    """One chunk's arrays (what ``write_chunk`` stores), computed from its texts."""
     tokenizer, backbone = loaded
-    total = sum(min(chunk_size, len(dataset.split(s)) - i * chunk_size) for s, i in missing)
-    with progress_bar(f"extracting {model.name} features", total) as advance:
-        for split, index in missing:
-            texts = dataset.split(split).texts[index * chunk_size : (index + 1) * chunk_size]
-            ids = tokenize(tokenizer, texts, max_length)
-            pooled = extract_pooled(backbone, tokenizer, ids, poolings, batch_size=batch_size, on_batch=advance)
-            pooled["lengths"] = np.array([len(s) for s in ids], dtype=np.int64)
-            cache.write_chunk(split, index, pooled)
-    return len(missing)
+    texts = dataset.split(split).texts[index * plan.chunk_size : (index + 1) * plan.chunk_size]
+    ids = tokenize(tokenizer, texts, max_length)
+    pooled = extract_pooled(backbone, tokenizer, ids, poolings, batch_size=plan.batch_size,
+                            device=device, autocast=autocast)
+    pooled["lengths"] = np.array([len(s) for s in ids], dtype=np.int64)
+    return pooled
+
+
+def extract_chunks(dataset, model, loaded, max_length, poolings, plan: CachePlan, chunks,
+                   device: str = "cpu", dtype: str = "float32") -> int:
+    """Compute and write ``chunks``, skipping any that another process holds or has written.
+
+    Each chunk is claimed first (flock on its claim file): a chunk another live process is
+    computing is left to it and waited for at the end, when it is on disk or its writer died
+    (then this process computes it). Returns the number of chunks this process wrote."""
+    tokenizer, backbone = loaded
+    dev = torch_device(device)
+    if dev.type != "cpu":
+        backbone = backbone.to(dev)
+    cast = autocast_dtype(dtype)
+    cache = plan.cache
+    rows = {c: min(plan.chunk_size, len(dataset.split(c[0])) - c[1] * plan.chunk_size) for c in chunks}
+    written = 0
+    with progress_bar(f"extracting {model.name} features", sum(rows.values())) as advance:
+        pending = list(chunks)
+        for wait in (False, True):  # first pass: skip what others hold; second: wait for them
+            deferred = []
+            for split, index in pending:
+                with file_claim(cache.claim_path(split, index), wait=wait) as held:
+                    if not held:
+                        deferred.append((split, index))
+                        continue
+                    if not cache.has_chunk(split, index):
+                        arrays = compute_chunk(dataset, (tokenizer, backbone), max_length, poolings,
+                                               plan, split, index, dev, cast)
+                        cache.write_chunk(split, index, arrays)
+                        written += 1
+                    cache.claim_path(split, index).unlink(missing_ok=True)
+                advance(rows[(split, index)])
+            pending = deferred
+    return written

@@ -55,6 +55,8 @@ class RunConfig:
     screen_rows: int = 4_000
     promote: float = 0.1  # share of the screened candidates refitted on every row
     min_promoted: int = 16
+    device: str = "cpu"  # extraction: cpu, cuda, cuda:N (toolchain/features/device.py)
+    dtype: str = "float32"  # float16/bfloat16: autocast on a GPU (another cache key)
 
 
 @dataclass
@@ -64,7 +66,10 @@ class Extraction:
     features: dict[tuple[str, int], LayerFeatures] = field(default_factory=dict)
 
 
-def extract(config: RunConfig) -> Extraction:
+def extract(config: RunConfig, features=None) -> Extraction:
+    """Features of every backbone and length; ``features`` replaces layer_features per cache
+    (``codesign extract --shard/--finalize/--engine`` pass their own step)."""
+    features = features or layer_features
     spec = resolve_dataset(config.dataset)
     dataset = load_dataset(spec, config.max_per_class, config.max_eval_per_class)
     refs = {}
@@ -77,7 +82,8 @@ def extract(config: RunConfig) -> Extraction:
     out = Extraction(dataset, refs)
     for ref in refs.values():
         for ml in config.max_lengths:
-            out.features[(ref.name, ml)] = layer_features(dataset, ref, ml, config.poolings)
+            out.features[(ref.name, ml)] = features(dataset, ref, ml, config.poolings,
+                                                    device=config.device, dtype=config.dtype)
     return out
 
 
