@@ -19,6 +19,7 @@ never moves the host's selection, and a bundle for one target never carries anot
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import replace
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunDirError
-from .search.candidate import PRECISIONS, Candidate
+from .search.candidate import PRECISIONS, VOCABS, Candidate
 
 SCHEMA = 2
 COMPLETE = "COMPLETE"
@@ -211,11 +212,12 @@ class RunDir:
         )
 
     def resolve(self, candidate_id: str) -> tuple[Candidate, str]:
-        """(candidate, fp32 base id) for a candidate id or the id of any precision variant."""
+        """(candidate, fp32 base id) for a candidate id or the id of any precision (or
+        vocabulary: full or pruned) variant."""
         for entry in self.candidates:
             base = Candidate.from_dict(entry)
-            for precision in PRECISIONS:
-                cand = replace(base, precision=precision)
+            for precision, vocab in itertools.product(PRECISIONS, VOCABS):
+                cand = replace(base, precision=precision, vocab=vocab)
                 if cand.id == candidate_id:
                     return cand, entry["id"]
         raise RunDirError(

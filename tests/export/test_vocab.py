@@ -164,3 +164,26 @@ def test_pruned_onnx_artefact_matches_unpruned_where_no_token_is_dropped(tiny_ru
     assert abs(saved - expected) <= 0.01 * expected
     # Reused, not rebuilt.
     assert export_artefact(tiny_run, cid, "fp32", vocab="pruned")[1]["files"] == meta["files"]
+
+
+def test_bundle_of_a_pruned_candidate_ships_the_remapped_tokenizer(tiny_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from toolchain.bundle.build import build_bundle
+
+    cid = _deepest_id(tiny_run)
+    art, meta = export_artefact(tiny_run, cid, "fp32", vocab="pruned")
+    folder = build_bundle(tiny_run, "host", tmp_path / "bundles", candidate_id=meta["candidate_id"],
+                          allow_unmeasured=True)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["candidate"]["vocab"] == "pruned"
+    assert (folder / "tokenizer.json").read_bytes() == (art / "tokenizer.json").read_bytes()
+    # The unchanged board runner: its own tokenizer gives the pruned ids the reference holds.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "CODESIGN"))}
+    proc = subprocess.run([sys.executable, "-I", "runner.py", "--self-check"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["passed"] and report["tokenizer_matches"]

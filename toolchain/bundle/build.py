@@ -125,7 +125,7 @@ def _linux_payload(run_dir: Path, board: dict, cand: Candidate, base_id: str, fo
     from ..export.text_inputs import TOKENIZER_FILES
     from ..export.tolerances import TOLERANCES
 
-    art_dir, meta = export_artefact(run_dir, base_id, cand.precision)
+    art_dir, meta = export_artefact(run_dir, base_id, cand.precision, vocab=cand.vocab)
     _copy(art_dir / "model.onnx", folder / "model.onnx")
     tokenizer = []
     for name in TOKENIZER_FILES:
