@@ -22,6 +22,10 @@ class Head(ABC):
     @abstractmethod
     def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> Head: ...
 
+    def fit_stream(self, rows, n_classes: int) -> Head:
+        """Fit on a RowSource (heads/stream.py) read block by block, for rows larger than memory."""
+        raise NotImplementedError(f"head {self.name!r} cannot be fitted on streamed rows")
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         return run_dense(self.layers, x.astype(np.float32, copy=False))
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .stream import Moments
+
 COMBINES = ("single", "concat", "mean", "scalarmix")
 
 
@@ -20,9 +22,13 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Standardizer:
-        mean = x.mean(0).astype(np.float32)
-        std = x.std(0).astype(np.float32)
-        return cls(mean, np.maximum(std, 1e-6).astype(np.float32))
+        return cls.from_moments(Moments().update(x))
+
+    @classmethod
+    def from_moments(cls, moments: Moments) -> Standardizer:
+        """From float64 moments of every training row, whole (``fit``) or merged block by block
+        (a streamed fit): the same float32 statistics either way."""
+        return cls(moments.mean.astype(np.float32), np.maximum(moments.std, 1e-6).astype(np.float32))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.std

@@ -32,34 +32,58 @@ class SmallMLP(Head):
     def fit(self, x, y, n_classes):
         import torch
 
-        torch.manual_seed(self.seed)
         keep, held = stratified_carve(y, 0.1, self.seed)
         xt = torch.from_numpy(np.ascontiguousarray(x[keep], dtype=np.float32))
+        return self._train(lambda idx: xt[idx], keep, y, x.shape[1], n_classes,
+                           lambda: self.predict(x[held]), y[held])
+
+    def fit_stream(self, rows, n_classes):
+        """Minibatches gathered from ``rows`` (e.g. memory-mapped features): the same rows in
+        the same order as ``fit`` on the whole array, so the same weights, with one minibatch
+        and the held-out slice in memory at a time."""
+        import torch
+
+        y = np.asarray(rows.y)
+        keep, held = stratified_carve(y, 0.1, self.seed)
+
+        def batch(idx):
+            return torch.from_numpy(np.ascontiguousarray(rows.take(keep[idx.numpy()]), dtype=np.float32))
+
+        def held_predictions():
+            return np.concatenate([self.predict(rows.take(held[i : i + 8192]))
+                                   for i in range(0, len(held), 8192)]) if len(held) else np.empty(0)
+
+        return self._train(batch, keep, y, rows.dim, n_classes, held_predictions, y[held])
+
+    def _train(self, batch, keep, y, dim, n_classes, held_predictions, y_held):
+        import torch
+
+        torch.manual_seed(self.seed)
         yt = torch.from_numpy(y[keep].astype(np.int64))
-        xv, yv = x[held], y[held]
         net = torch.nn.Sequential(
-            torch.nn.Linear(x.shape[1], self.size), torch.nn.ReLU(), torch.nn.Dropout(self.dropout),
+            torch.nn.Linear(dim, self.size), torch.nn.ReLU(), torch.nn.Dropout(self.dropout),
             torch.nn.Linear(self.size, n_classes),
         )
-        large = len(xt) >= self.LARGE
+        n = len(keep)
+        large = n >= self.LARGE
         epochs = min(self.max_epochs, self.LARGE_EPOCHS) if large else self.max_epochs
-        batch = self.LARGE_BATCH if large else 128
+        size = self.LARGE_BATCH if large else 128
         opt = torch.optim.AdamW(net.parameters(), lr=self.LARGE_LR if large else self.lr,
                                 weight_decay=self.weight_decay)
-        total_steps = epochs * -(-len(xt) // batch)
+        total_steps = epochs * -(-n // size)
         decay = torch.optim.lr_scheduler.LambdaLR(
             opt, (lambda step: max(0.0, 1.0 - step / total_steps)) if large else (lambda step: 1.0))
         gen = torch.Generator().manual_seed(self.seed)
         best, best_state, stale = -1.0, None, 0
         for epoch in range(epochs):
             net.train()
-            for idx in torch.randperm(len(xt), generator=gen).split(batch):
+            for idx in torch.randperm(n, generator=gen).split(size):
                 opt.zero_grad()
-                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                torch.nn.functional.cross_entropy(net(batch(idx)), yt[idx]).backward()
                 opt.step()
                 decay.step()
             self.layers = self._dense(net)
-            score = accuracy(self.predict(xv), yv)
+            score = accuracy(held_predictions(), y_held)
             self.epochs_run = epoch + 1
             if score > best:
                 best, best_state, stale = score, self.layers, 0

@@ -133,3 +133,71 @@ def fit_candidate(cand: Candidate, bank: FeatureBank, seed: int = 0) -> FittedCa
     val = accuracy(head.predict(bank.inputs(cand, "validation")), bank.y["validation"])
     stds = [bank.standardizer(cand.pooling, la) for la in cand.layers]
     return FittedCandidate(cand, head, stds, bank.mix_weights(cand), val, time.perf_counter() - started)
+
+
+class StreamedInputs:
+    """One split's inputs of a candidate (standardised layers, combined), read block by block
+    from the memory-mapped features: a RowSource (heads/stream.py) for ``Head.fit_stream``.
+
+    Each block is one cache chunk; the rows of a block are standardised and combined exactly as
+    ``FeatureBank.inputs`` does for the whole split, so block i equals rows of chunk i there."""
+
+    def __init__(self, features: LayerFeatures, split: str, cand: Candidate, stds: list[Standardizer],
+                 mix: np.ndarray | None, y: np.ndarray) -> None:
+        self.maps = [features.mapped(split, cand.pooling, la) for la in cand.layers]
+        self.cand, self.stds, self.mix, self.y = cand, stds, mix, np.asarray(y)
+        width = self.maps[0].dim
+        self.dim = width * len(cand.layers) if cand.combine == "concat" else width
+        if len(self.maps[0]) != len(self.y):
+            raise ValueError(f"{split}: {len(self.maps[0])} feature rows but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _combine(self, raw: list[np.ndarray]) -> np.ndarray:
+        return combine([std(x) for std, x in zip(self.stds, raw, strict=True)], self.cand.combine, self.mix)
+
+    def __iter__(self):
+        for i, (a, b) in enumerate(self.maps[0].block_bounds()):
+            yield self._combine([m.block(i) for m in self.maps]), self.y[a:b]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self._combine([m.take(rows) for m in self.maps])
+
+
+def streamed_standardizer(features: LayerFeatures, pooling: str, layer: int) -> Standardizer:
+    """Train statistics of one layer, merged chunk by chunk (no layer is loaded whole)."""
+    from ..heads.stream import Moments
+
+    moments = Moments()
+    for block in features.mapped("train", pooling, layer).blocks():
+        moments.update(block)
+    return Standardizer.from_moments(moments)
+
+
+def fit_streamed(cand: Candidate, features: LayerFeatures, y: dict[str, np.ndarray], n_classes: int,
+                 seed: int = 0) -> FittedCandidate:
+    """``fit_candidate`` for features larger than memory: statistics, the scalar mix's sample,
+    the head and the validation score all read the mapped chunks block by block (ridge/ELM:
+    normal equations; softmax: full-batch L-BFGS over blocks; MLP: gathered minibatches)."""
+    import time
+
+    from ..data.dataset import stratified_carve
+    from ..heads.combine import MIX_MAX_ROWS
+
+    started = time.perf_counter()
+    stds = [streamed_standardizer(features, cand.pooling, la) for la in cand.layers]
+    mix = None
+    if cand.combine == "scalarmix":
+        # The sample the in-memory mix draws: the same rows, standardised the same way.
+        rows = np.arange(len(y["train"]))
+        if len(rows) > MIX_MAX_ROWS:
+            _, rows = stratified_carve(y["train"], MIX_MAX_ROWS / len(rows), seed=0)
+        parts = [std(features.mapped("train", cand.pooling, la).take(rows))
+                 for std, la in zip(stds, cand.layers, strict=True)]
+        mix = learn_scalar_mix(parts, y["train"][rows], n_classes, max_rows=len(rows))
+    train = StreamedInputs(features, "train", cand, stds, mix, y["train"])
+    head = make_head(cand.head, cand.head_size, seed).fit_stream(train, n_classes)
+    val = StreamedInputs(features, "validation", cand, stds, mix, y["validation"])
+    pred = np.concatenate([head.predict(x) for x, _ in val])
+    return FittedCandidate(cand, head, stds, mix, accuracy(pred, val.y), time.perf_counter() - started)
