@@ -3,8 +3,9 @@ input with the file, the line and the fix."""
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -30,37 +31,86 @@ def _suggest_encoding(raw: bytes, tried: str) -> str:
     return "latin-1"
 
 
-def read_text(path: Path, encoding: str) -> str:
+def _check_file(path: Path, encoding: str) -> str:
+    """The file's display name, once it is known to be a readable, non-blank file in a known
+    encoding (only the leading bytes up to the first non-blank one are read)."""
     where = visible(str(path))
     if path.is_dir():
         raise DatasetError(f"{where}: is a folder; point the split at a file")
     if not path.is_file():
         raise DatasetError(f"{where}: file not found; check the split path in the dataset spec or set CODESIGN_DATA")
     try:
-        raw = path.read_bytes()
+        codecs.lookup(encoding)
+    except LookupError as exc:
+        raise DatasetError(f"{where}: unknown encoding {shown(encoding)} in the dataset spec") from exc
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                block = fh.read(1 << 20)
+                if not block:
+                    raise DatasetError(f"{where}: file is empty; it needs at least one labelled example")
+                if block.strip():
+                    break
     except OSError as exc:
         raise DatasetError(f"{where}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
-    if not raw.strip():
-        raise DatasetError(f"{where}: file is empty; it needs at least one labelled example")
+    return where
+
+
+def _decode_error(path: Path, encoding: str) -> DatasetError:
+    """The line and bytes where ``path`` stops being ``encoding`` (the error path reads it whole)."""
+    raw = path.read_bytes()
     try:
-        text = raw.decode(encoding)
+        raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         better = _suggest_encoding(raw, encoding)
-        raise DatasetError(
-            f"{where}, line {line}: bytes {raw[exc.start:exc.end]!r} are not valid {encoding}; "
+        return DatasetError(
+            f"{visible(str(path))}, line {line}: bytes {raw[exc.start:exc.end]!r} are not valid {encoding}; "
             f"set encoding = \"{better}\" in the dataset spec"
-        ) from exc
-    except LookupError as exc:
-        raise DatasetError(f"{where}: unknown encoding {shown(encoding)} in the dataset spec") from exc
-    # A byte-order mark (Excel's "CSV UTF-8") would otherwise glue itself to the first column name.
-    return text[1:] if text.startswith("\ufeff") else text
+        )
+    return DatasetError(f"{visible(str(path))}: cannot be decoded as {encoding}")
 
 
-def _lines(text: str) -> list[str]:
-    """Physical lines. Not str.splitlines(), which also breaks at U+2028, U+0085 (a Latin-1 byte)
-    and other characters that may sit inside a text or a JSON string."""
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+def _text_lines(path: Path, encoding: str, universal: bool):
+    """The file's lines, decoded incrementally (the file is never held whole).
+
+    ``universal``: csv's line breaks (LF, CRLF, CR; ends kept, as csv needs them). Otherwise
+    physical lines split at LF only, without their ending: not str.splitlines(), which also
+    breaks at U+2028, U+0085 (a Latin-1 byte) and other characters that may sit inside a text or
+    a JSON string. A byte-order mark (Excel's "CSV UTF-8") is dropped: it would glue itself to
+    the first column name."""
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            first = True
+            if universal:
+                for line in fh:
+                    if first:
+                        line, first = line.removeprefix("\ufeff"), False
+                    yield line
+                return
+            rest = ""
+            while True:
+                block = fh.read(1 << 20)
+                if first:
+                    block, first = block.removeprefix("\ufeff"), False
+                if not block:
+                    break
+                parts = (rest + block).split("\n")
+                rest = parts.pop()
+                for line in parts:
+                    yield line[:-1] if line.endswith("\r") else line
+            yield rest[:-1] if rest.endswith("\r") else rest
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+    except OSError as exc:
+        raise DatasetError(f"{visible(str(path))}: cannot be read ({exc.strerror or exc}); "
+                           "check its permissions") from exc
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The whole file decoded (small files); data files are streamed by read_split."""
+    _check_file(path, encoding)
+    return "\n".join(_text_lines(path, encoding, universal=False))
 
 
 def _column(header: list[str], field: str, where: str, role: str) -> int:
@@ -74,46 +124,45 @@ def _column(header: list[str], field: str, where: str, role: str) -> int:
     return header.index(field)
 
 
-def _table_rows(text: str, path: str, delimiter: str, quoting: int) -> list[tuple[int, list[str]]]:
-    """(first physical line, fields) of each row: a quoted field may span lines, so rows are
-    not lines."""
+def _table_rows(lines, path: str, delimiter: str, quoting: int, size: int):
+    """(first physical line, fields) of each row, read as they come: a quoted field may span
+    lines, so rows are not lines."""
     # No field can be longer than the file; csv's default cap (128 KiB) would raise on a long
     # line that is otherwise fine. The limit is process-wide, so it is only ever raised.
-    if len(text) > csv.field_size_limit():
-        csv.field_size_limit(len(text))
+    if size > csv.field_size_limit():
+        csv.field_size_limit(size)
     # strict: a stray quote ('"ab"c', or one never closed) is an error at its line, not a field
     # that silently swallows the delimiter or the rest of the file.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
-                        strict=quoting != csv.QUOTE_NONE)
-    rows, line = [], 1
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=quoting != csv.QUOTE_NONE)
+    line = 1
     try:
         for row in reader:
-            rows.append((line, row))
+            yield line, row
             line = reader.line_num + 1
     except csv.Error as exc:
         raise DatasetError(f"{path}, line {line}: cannot be read as {delimiter!r}-separated fields ({exc}); "
                            "quote the whole field and double any quote inside it (\"\"), or fix the format") from exc
-    return rows
 
 
-def _read_table(spec: DatasetSpec, path: str, text: str, delimiter: str, quoting: int) -> Rows:
-    rows = [(n, row) for n, row in _table_rows(text, path, delimiter, quoting)
-            if row and not all(not c.strip() for c in row)]
-    if not rows:
+def _read_table(spec: DatasetSpec, path: str, lines, delimiter: str, quoting: int, size: int) -> Rows:
+    rows = ((n, row) for n, row in _table_rows(lines, path, delimiter, quoting, size)
+            if row and not all(not c.strip() for c in row))
+    first = next(rows, None)
+    if first is None:
         return [], [], []
     if spec.header:
-        (hn, header), body = rows[0], rows[1:]
+        (hn, header), body = first, rows
         header = [h.strip() for h in header]
         ti = _column(header, spec.text_field, f"{path}, line {hn}", "text")
         li = _column(header, spec.label_field, f"{path}, line {hn}", "label")
         width, origin = len(header), "the header"
     else:
-        body = rows
+        body = itertools.chain([first], rows)
         ti, li = int(spec.text_field), int(spec.label_field)
-        width, origin = len(rows[0][1]), f"line {rows[0][0]}"
+        width, origin = len(first[1]), f"line {first[0]}"
         if width <= max(ti, li):
             raise DatasetError(
-                f"{path}, line {rows[0][0]}: {width} field(s), but text_field = {ti} and label_field = {li} "
+                f"{path}, line {first[0]}: {width} field(s), but text_field = {ti} and label_field = {li} "
                 f"need at least {max(ti, li) + 1}; check the delimiter ({delimiter!r}) and the column numbers"
             )
     texts, labels, lines, skipped = [], [], [], []
@@ -140,9 +189,9 @@ def _read_table(spec: DatasetSpec, path: str, text: str, delimiter: str, quoting
     return texts, labels, lines
 
 
-def _read_jsonl(spec: DatasetSpec, path: str, text: str) -> Rows:
+def _read_jsonl(spec: DatasetSpec, path: str, physical) -> Rows:
     texts, labels, lines = [], [], []
-    for n, line in enumerate(_lines(text), start=1):
+    for n, line in enumerate(physical, start=1):
         if not line.strip():
             continue
         try:
@@ -176,9 +225,9 @@ def _json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _read_prefixed(spec: DatasetSpec, path: str, text: str) -> Rows:
+def _read_prefixed(spec: DatasetSpec, path: str, physical) -> Rows:
     texts, labels, lines = [], [], []
-    for n, line in enumerate(_lines(text), start=1):
+    for n, line in enumerate(physical, start=1):
         if not line.strip():
             continue
         label, _, body = line.strip().partition(" ")
@@ -199,18 +248,21 @@ def _read_prefixed(spec: DatasetSpec, path: str, text: str) -> Rows:
 
 
 def read_split(spec: DatasetSpec, path: Path) -> Rows:
-    text = read_text(path, spec.encoding)
-    where = visible(str(path))
+    """A split's rows, read line by line: only the parsed texts and labels are kept, never the
+    file's bytes or its decoded text whole (a corpus of millions of lines)."""
+    where = _check_file(path, spec.encoding)
     if spec.format == "jsonl":
-        rows = _read_jsonl(spec, where, text)
+        rows = _read_jsonl(spec, where, _text_lines(path, spec.encoding, universal=False))
     elif spec.format == "prefixed":
-        rows = _read_prefixed(spec, where, text)
-    elif spec.format == "csv":
-        rows = _read_table(spec, where, text, spec.delimiter, csv.QUOTE_MINIMAL)
+        rows = _read_prefixed(spec, where, _text_lines(path, spec.encoding, universal=False))
     else:
-        # TSV and plain delimited text are not quoted (GLUE's SST-2 has bare quote characters).
-        delimiter = "\t" if spec.format == "tsv" else spec.delimiter
-        rows = _read_table(spec, where, text, delimiter, csv.QUOTE_NONE)
+        lines, size = _text_lines(path, spec.encoding, universal=True), path.stat().st_size
+        if spec.format == "csv":
+            rows = _read_table(spec, where, lines, spec.delimiter, csv.QUOTE_MINIMAL, size)
+        else:
+            # TSV and plain delimited text are not quoted (GLUE's SST-2 has bare quote characters).
+            delimiter = "\t" if spec.format == "tsv" else spec.delimiter
+            rows = _read_table(spec, where, lines, delimiter, csv.QUOTE_NONE, size)
     if not rows[0]:
         raise DatasetError(f"{where}: no examples found (only a header or blank lines)")
     check_rows(rows, where)
