@@ -115,6 +115,9 @@ def search_options(fn):
                           "this size and refit only the best tenth on all rows (0: fit all in full)."),
         click.option("--jobs", type=click.IntRange(1, 1024), default=None,
                      help="Processes fitting heads (default: every core for large searches, else 1)."),
+        click.option("--vocab", "vocabs", multiple=True, type=click.Choice(("full", "pruned")), default=("full",),
+                     show_default=True, help="Vocabulary: full, or pruned to the training split's tokens "
+                                             "(smaller embedding table); repeat to search both."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -143,6 +146,7 @@ def _config(**kw):
         max_eval_per_class=kw["max_eval_per_class"], seed=kw.get("seed", 0), run_dir=kw.get("run_dir"),
         jobs=kw.get("jobs"), screen_rows=kw.get("screen_rows", 4_000),
         device=kw.get("device", "cpu"), dtype=kw.get("dtype", "float32"),
+        vocabs=tuple(kw.get("vocabs") or ("full",)),
     )
 
 

@@ -187,3 +187,24 @@ def test_bundle_of_a_pruned_candidate_ships_the_remapped_tokenizer(tiny_run, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["passed"] and report["tokenizer_matches"]
+
+
+def test_search_with_pruned_vocab_costs_the_twin_at_the_kept_rows(tmp_path, tiny_bert, toy_spec):
+    from toolchain.export.vocab import prune_for_texts
+    from toolchain.rundir import RunDir
+
+    run_dir = tmp_path / "run"
+    run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=0,
+                  heads=(("softmax", 3),), poolings=("cls",), run_dir=str(run_dir), vocabs=("full", "pruned")))
+    board = json.loads((run_dir / "leaderboard.json").read_text())
+    run_ = RunDir.open(run_dir)
+    rows = prune_for_texts(tiny_bert / "tokenizer.json", run_.dataset().train.texts).n_kept
+    assert board["vocab_rows"] == {"tiny": rows}
+    by_id = {c["id"]: c for c in board["candidates"]}
+    twins = [c for c in board["candidates"] if c.get("vocab") == "pruned"]
+    assert twins and len(twins) == len(board["candidates"]) // 2
+    for twin in twins:
+        full = by_id[replace(Candidate.from_dict(twin), vocab="full").id]
+        assert full["val_acc"] == twin["val_acc"]  # one head: the [UNK] effect shows once exported
+        saved = full["cost"]["model_bytes"] - twin["cost"]["model_bytes"]
+        assert saved == (30522 - rows) * 32 * 4

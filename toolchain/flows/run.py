@@ -27,7 +27,7 @@ from ..search.fit import FeatureBank, FittedCandidate
 from ..search.parallel import auto_jobs, fit_all
 from ..search.screening import Screening, screen_then_fit
 from ..search.select import Budgets, pareto_front, select
-from ..search.space import DEFAULT_HEADS, SearchSpace
+from ..search.space import DEFAULT_HEADS, SearchSpace, vocab_twins
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class RunConfig:
     min_promoted: int = 16
     device: str = "cpu"  # extraction: cpu, cuda, cuda:N (toolchain/features/device.py)
     dtype: str = "float32"  # float16/bfloat16: autocast on a GPU (another cache key)
+    vocabs: tuple[str, ...] = ("full",)  # "pruned": embedding rows the training split uses (export/vocab.py)
 
 
 @dataclass
@@ -127,7 +128,14 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
     else:
         fitted, screen_summary = fit(cands, banks, f"fitting {len(cands)} candidates"), None
     search_seconds = time.perf_counter() - started
-    cost_model = _cost_model(target, infos, seq_len, fitted)
+    vocab_rows = {}
+    if "pruned" in config.vocabs:
+        from ..export.vocab import prune_for_texts
+
+        vocab_rows = {n: prune_for_texts(Path(r.path) / "tokenizer.json", ex.dataset.train.texts).n_kept
+                      for n, r in ex.refs.items()}
+        fitted = vocab_twins(fitted, config.vocabs)
+    cost_model = _cost_model(target, infos, seq_len, fitted, vocab_rows)
     rows = []
     for fc in fitted:
         cost = cost_model.predict(fc.candidate, fc.head.n_params, fc.head.flops)
@@ -148,6 +156,8 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
     board = _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
     board["search_jobs"] = jobs
     board["screening"] = screen_summary
+    if vocab_rows:
+        board["vocab_rows"] = vocab_rows  # kept embedding rows per backbone, for later cost models
     return board
 
 
@@ -165,7 +175,7 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _cost_model(target, infos, seq_len, fitted):
+def _cost_model(target, infos, seq_len, fitted, vocab_rows=None):
     """The target's cost model, fitted from its records; the analytic estimate when none exist."""
     from ..profiling.cost_model import CostModel
     from ..store.db import RecordStore, default_db_path
@@ -175,7 +185,7 @@ def _cost_model(target, infos, seq_len, fitted):
         with RecordStore() as store:
             records = store.records(target=target.name)
     heads = {fc.candidate.id: (fc.head.n_params, fc.head.flops) for fc in fitted}
-    return CostModel.fit(records, target, infos, seq_len, heads=heads)
+    return CostModel.fit(records, target, infos, seq_len, heads=heads, vocab_rows=vocab_rows)
 
 
 def _baseline(rows, ex: Extraction) -> dict:

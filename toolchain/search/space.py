@@ -4,7 +4,7 @@ vocabulary (full, or pruned to the training split's tokens; the head is the same
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -57,3 +57,13 @@ class SearchSpace:
             pick = np.sort(rng.choice(len(combos), size=max_combinations, replace=False))
             combos = [combos[i] for i in pick]
         return self.singles() + combos
+
+
+def vocab_twins(fitted: list, vocabs: tuple[str, ...]) -> list:
+    """Fitted full-vocabulary candidates plus, when ``pruned`` is searched, a twin of each with
+    ``vocab="pruned"`` sharing its head (the search's features come from the full tokenizer, so
+    a twin's accuracy is the full one until its artefact measures the [UNK] effect)."""
+    if "pruned" not in vocabs:
+        return list(fitted)
+    twins = [replace(fc, candidate=replace(fc.candidate, vocab="pruned")) for fc in fitted]
+    return (list(fitted) if "full" in vocabs else []) + twins
