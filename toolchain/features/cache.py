@@ -9,6 +9,12 @@ a resumed cache keeps the batch and chunk size it was started with so its chunks
 bit. Chunks are written atomically (temp file + rename), so a SIGKILL loses at most the chunk in
 flight, and the next call resumes from the chunks already on disk. A cache with ``complete.json``
 is never recomputed. Files are safetensors: no pickle anywhere.
+
+Many processes may share one cache (two ``codesign run``, shards of ``codesign extract --shard``,
+Ray actors): ``meta.json`` is fixed once, create-exclusive (``fix_meta``); a writer claims a chunk
+with flock on its claim file while computing it (layers.extract_chunks); temp files carry their
+writer's host and pid, so ``cleanup_temp`` removes only those of dead writers or stale ones.
+docs/scaling.md has the whole protocol.
 """
 
 from __future__ import annotations

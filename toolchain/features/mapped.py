@@ -26,8 +26,9 @@ import numpy as np
 from ..errors import CacheError
 
 _DTYPES = {"F32": "<f4", "F64": "<f8", "I64": "<i8", "I32": "<i4", "F16": "<f2"}
-# Open chunk maps kept at once: each holds a file descriptor (mmap duplicates it).
-MAX_OPEN_CHUNKS = 64
+# Open chunk maps kept at once: each holds a file descriptor (mmap duplicates it), and the pages
+# a process touched in a map count in its RSS until the map is closed.
+MAX_OPEN_CHUNKS = 16
 
 
 @dataclass(frozen=True)
