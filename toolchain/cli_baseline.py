@@ -96,8 +96,8 @@ def baseline() -> None:
 
     \b
     Examples:
-      codesign baseline finetune --dataset trec --max-train 2000
-      codesign baseline finetune --dataset sst2 --depth 4 --json ft-sst2-d4.json
+      codesign baseline finetune --dataset trec --epochs 6 --min-epochs 3
+      codesign baseline finetune --dataset sst2 --depth 4 --epochs 1 --json ft-sst2-d4.json
       codesign baseline last-layer --dataset emotion
       codesign baseline majority --dataset emotion
     """
@@ -118,7 +118,7 @@ def baseline() -> None:
     "--max-train",
     type=click.IntRange(min=2),
     default=None,
-    help="Stratified, seeded subsample of train to this size.",
+    help="Stratified, seeded subsample of train to this size (default: every training row).",
 )
 @click.option("--epochs", type=click.IntRange(1, 1000), default=3, show_default=True, help="1..1000.")
 @click.option("--lr", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=5e-5, show_default=True,
@@ -146,6 +146,13 @@ def baseline() -> None:
     help="Epochs without a better validation accuracy before stopping.",
 )
 @click.option(
+    "--min-epochs",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="No early stop before this many epochs (at most --epochs).",
+)
+@click.option(
     "--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N."
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -164,6 +171,7 @@ def finetune_cmd(
     pooling,
     max_steps,
     patience,
+    min_epochs,
     device,
     seed,
 ):
@@ -171,8 +179,8 @@ def finetune_cmd(
 
     \b
     Examples:
-      codesign baseline finetune --dataset trec --max-train 2000
-      codesign baseline finetune --dataset sst2 --depth 4 --epochs 2 --json ft-sst2-d4.json
+      codesign baseline finetune --dataset trec --epochs 6 --min-epochs 3 --patience 2
+      codesign baseline finetune --dataset sst2 --depth 4 --epochs 1 --json ft-sst2-d4.json
       codesign baseline finetune --dataset emotion --device cpu --max-steps 50
     """
     from .baselines.finetune import FinetuneConfig, finetune
@@ -188,6 +196,7 @@ def finetune_cmd(
         pooling=pooling,
         max_steps=max_steps,
         patience=patience,
+        min_epochs=min_epochs,
         device=device,
         seed=seed,
     )
@@ -197,7 +206,7 @@ def finetune_cmd(
     _say(
         json_out,
         f"fine-tuned {result.model} at depth {result.depth}/{result.full_depth} on "
-        f"{result.dataset} ({result.train_size} train, {result.device})",
+        f"{result.dataset} ({result.train_size} of {result.train_split_rows} train rows, {result.device})",
     )
     _say(
         json_out,
@@ -209,6 +218,9 @@ def finetune_cmd(
         f"  {result.epochs_run} epoch(s), best {result.best_epoch}, {result.steps} steps, "
         f"{result.train_seconds:.1f} s, peak memory {_mib(result.peak_memory_bytes)}",
     )
+    for e in result.epoch_curve:
+        _say(json_out, f"  epoch {e['epoch']}: val {_pct(e['val_acc'])}  val loss {e['val_loss']:.4f}  "
+                       f"train loss {e['train_loss']:.4f}  {e['seconds']:.0f} s")
     _write_json(json_out, {"baseline": "finetune", **result.to_dict()})
 
 

@@ -111,25 +111,36 @@ def test_finetune_at_depth(tiny_bert, toy_dataset):
     assert cut.steps == full.steps == 2
 
 
-def test_early_stopping_restores_best_epoch(tiny_bert, toy_dataset, monkeypatch):
+def _script_validation(monkeypatch, accuracies, dataset):
+    """Make the validation passes score ``accuracies`` in turn (1.0: all right, 0.0: all
+    wrong); returns the weights each validation pass saw. The test pass runs for real."""
     import torch
 
-    real_predict = ft.predict
     snapshots = []
 
-    def scripted(net, ids, pad_id, pooling, batch_size, device):
-        state = {k: v.clone() for k, v in net.state_dict().items()}
-        if len(snapshots) < 2:  # the validation passes: right, then all wrong
-            snapshots.append(state)
-            y = toy_dataset.validation.labels
-            return y.copy() if len(snapshots) == 1 else (y + 1) % toy_dataset.n_classes
+    def scripted(net, ids, labels, pad_id, pooling, batch_size, device):
+        snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
+        y = dataset.validation.labels
+        right = accuracies[len(snapshots) - 1] == 1.0
+        return (y.copy() if right else (y + 1) % dataset.n_classes), 0.5
+
+    monkeypatch.setattr(ft, "predict_with_loss", scripted)
+    return snapshots, torch
+
+
+def test_early_stopping_restores_best_epoch(tiny_bert, toy_dataset, monkeypatch):
+    real_predict = ft.predict_with_loss
+    snapshots, torch = _script_validation(monkeypatch, [1.0, 0.0], toy_dataset)
+
+    def test_pass(net, ids, pad_id, pooling, batch_size, device):
         # the test pass sees the weights of epoch 1, not those of epoch 2
+        state = net.state_dict()
         for k, v in state.items():
             assert torch.equal(v, snapshots[0][k]), k
         assert any(not torch.equal(v, snapshots[1][k]) for k, v in state.items())
-        return real_predict(net, ids, pad_id, pooling, batch_size, device)
+        return real_predict(net, ids, None, pad_id, pooling, batch_size, device)[0]
 
-    monkeypatch.setattr(ft, "predict", scripted)
+    monkeypatch.setattr(ft, "predict", test_pass)
     result = finetune(
         toy_dataset,
         resolve_model(str(tiny_bert)),
@@ -141,13 +152,43 @@ def test_early_stopping_restores_best_epoch(tiny_bert, toy_dataset, monkeypatch)
     assert result.steps == 2 * 4  # ceil(120 / 32) per epoch
 
 
+def test_min_epochs_holds_off_early_stopping(tiny_bert, toy_dataset, monkeypatch):
+    _script_validation(monkeypatch, [1.0, 0.0, 0.0, 0.0, 0.0], toy_dataset)
+    result = finetune(
+        toy_dataset,
+        resolve_model(str(tiny_bert)),
+        FinetuneConfig(epochs=5, min_epochs=3, patience=1, max_length=16, device="cpu"),
+    )
+    # worse at epoch 2, but no stop before epoch 3; stopped there (epoch 4 and 5 never ran)
+    assert result.epochs_run == 3 and result.best_epoch == 1 and result.stopped_early
+    assert result.val_curve == [1.0, 0.0, 0.0]
+
+
+def test_every_epoch_is_recorded_and_rows_default_to_the_whole_split(tiny_bert, toy_dataset):
+    result = finetune(
+        toy_dataset,
+        resolve_model(str(tiny_bert)),
+        FinetuneConfig(epochs=2, patience=2, max_length=16, batch_size=32, device="cpu"),
+    )
+    out = result.to_dict()
+    assert out["finetune_rows"] == result.train_split_rows == len(toy_dataset.train) == 120
+    assert [e["epoch"] for e in result.epoch_curve] == [1, 2]
+    assert [e["step"] for e in result.epoch_curve] == [4, 8]  # ceil(120 / 32) per epoch
+    assert [e["val_acc"] for e in result.epoch_curve] == result.val_curve
+    for e in result.epoch_curve:
+        assert e["val_loss"] > 0 and e["train_loss"] > 0
+    assert result.epoch_curve[0]["seconds"] <= result.epoch_curve[1]["seconds"]
+    assert result.peak_rss_bytes >= result.peak_memory_bytes > 0  # lifetime peak >= the run's
+
+
 def test_max_train_subsamples_stratified(tiny_bert, toy_dataset):
     result = finetune(
         toy_dataset,
         resolve_model(str(tiny_bert)),
         FinetuneConfig(max_train=30, epochs=1, max_length=16, device="cpu"),
     )
-    assert result.train_size == 30
+    assert result.train_size == result.to_dict()["finetune_rows"] == 30
+    assert result.train_split_rows == 120
     assert result.steps == 1
 
 
@@ -175,5 +216,7 @@ def test_bad_options_are_config_errors(tiny_bert, toy_dataset):
     ref = resolve_model(str(tiny_bert))
     with pytest.raises(ConfigError, match="pooling 'max'"):
         finetune(toy_dataset, ref, FinetuneConfig(pooling="max"))
+    with pytest.raises(ConfigError, match="min_epochs 4 must not exceed epochs 3"):
+        finetune(toy_dataset, ref, FinetuneConfig(epochs=3, min_epochs=4))
     with pytest.raises(ConfigError, match="outside this backbone's 0..2"):
         finetune(toy_dataset, ref, FinetuneConfig(depth=3, device="cpu"))

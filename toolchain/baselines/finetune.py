@@ -8,8 +8,11 @@ weights are kept in memory and restored). Batches are length-bucketed with dynam
 
 ``depth`` fine-tunes the backbone truncated at that depth: the encoder layers above it are
 dropped from the model, so that a fine-tuned model costs what a frozen candidate at that depth
-costs at inference. ``max_train`` subsamples train (stratified, seeded) so that a run fits a
-benchmark's patience on a few CPU cores.
+costs at inference. By default every training row is used (``finetune_rows`` in the result says
+how many were); ``max_train`` subsamples train (stratified, seeded) for quick runs only.
+``min_epochs`` keeps early stopping from ending a run before that many epochs. Each epoch's
+validation accuracy and loss, mean training loss, step and wall time are recorded
+(``epoch_curve``), and so is the peak RSS from ``getrusage`` besides the reset-able VmHWM.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..features.backbone import ModelRef, load_backbone
 from ..features.extract import pad_batch, plan_batches, tokenize
 from ..heads.base import accuracy, macro_f1
 from ..progress import progress_bar
+from .measure import PeakMemory, peak_rss_bytes, stratified_subsample
 
 log = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")
@@ -52,6 +56,7 @@ class FinetuneConfig:
     pooling: str = "mean"
     dropout: float = 0.1
     patience: int = 1  # epochs without a better validation accuracy before stopping
+    min_epochs: int = 1  # no early stop before this many epochs
     max_steps: int | None = None  # cap on optimisation steps (over all epochs)
     seed: int = 0
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
@@ -69,10 +74,13 @@ class FinetuneConfig:
             "eval_batch_size",
             "max_length",
             "patience",
+            "min_epochs",
             "log_every",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} must be at least 1")
+        if self.min_epochs > self.epochs:
+            problems.append(f"min_epochs {self.min_epochs} must not exceed epochs {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps {self.max_steps} must be at least 1")
         if not self.lr > 0:
@@ -99,7 +107,8 @@ class FinetuneResult:
     pooling: str
     max_length: int
     device: str
-    train_size: int
+    train_size: int  # rows trained on (== finetune_rows)
+    train_split_rows: int  # rows of the train split (finetune_rows is less only with max_train)
     validation_size: int
     test_size: int
     val_acc: float  # of the restored (best) epoch
@@ -114,49 +123,26 @@ class FinetuneResult:
     test_seconds: float
     peak_memory_bytes: int
     peak_memory_source: str  # cuda_max_allocated | rss_hwm (reset at start) | rss_hwm_process
+    peak_rss_bytes: int  # resource.getrusage(RUSAGE_SELF).ru_maxrss: the process's lifetime peak
     backbone_params: int
     head_params: int
     loss_curve: list[tuple[int, float]] = field(
         default_factory=list
     )  # (step, mean loss since last)
     val_curve: list[float] = field(default_factory=list)  # validation accuracy per epoch
+    # Per epoch: {epoch, step, val_acc, val_loss, train_loss, seconds (wall, cumulative)}
+    epoch_curve: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["loss_curve"] = [[s, v] for s, v in self.loss_curve]
+        out["finetune_rows"] = self.train_size
         return out
 
-
-def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a seeded subsample of size ``n`` keeping class proportions (largest
-    remainder); every class keeps at least one example when ``n`` allows it."""
-    labels = np.asarray(labels)
-    if n >= len(labels):
-        return np.arange(len(labels))
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * (n / len(labels))
-    take = np.floor(exact).astype(int)
-    if n >= len(classes):
-        take = np.maximum(take, 1)
-    take = np.minimum(take, counts)
-    # Hand out what is left by largest remainder, then take back from the largest classes.
-    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
-    i = 0
-    while take.sum() < n:
-        c = order[i % len(order)]
-        if take[c] < counts[c]:
-            take[c] += 1
-        i += 1
-    while take.sum() > n:
-        c = int(np.argmax(take))
-        take[c] -= 1
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for cls, k in zip(classes, take, strict=True):
-        idx = np.flatnonzero(labels == cls)
-        chosen.append(rng.permutation(idx)[:k])
-    return np.sort(np.concatenate(chosen))
+    @property
+    def finetune_rows(self) -> int:
+        return self.train_size
 
 
 def _find_layers(model):
@@ -216,45 +202,6 @@ def _resolve_device(device: str):
     return dev
 
 
-class _PeakMemory:
-    """Peak memory of the run: the CUDA allocator's peak on a GPU; on the CPU the process's
-    peak RSS (VmHWM), reset at the start where the kernel allows it (/proc/self/clear_refs)."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-        self.source = "rss_hwm_process"
-
-    def start(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.source = "cuda_max_allocated"
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            self.source = "rss_hwm"
-        except OSError as exc:
-            log.debug("cannot reset the peak RSS (%s); reporting the process's lifetime peak", exc)
-
-    def peak(self) -> int:
-        import torch
-
-        if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        try:
-            with open("/proc/self/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def _train_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -293,16 +240,28 @@ def predict(
     net, ids: list[list[int]], pad_id: int, pooling: str, batch_size: int, device
 ) -> np.ndarray:
     """Class predictions for tokenized inputs, in input order."""
+    return predict_with_loss(net, ids, None, pad_id, pooling, batch_size, device)[0]
+
+
+def predict_with_loss(
+    net, ids: list[list[int]], labels, pad_id: int, pooling: str, batch_size: int, device
+) -> tuple[np.ndarray, float | None]:
+    """(class predictions in input order, mean cross-entropy against ``labels`` or None)."""
     import torch
 
     lengths = np.array([len(s) for s in ids])
     pred = np.empty(len(ids), dtype=np.int64)
+    loss_sum = 0.0
     net.eval()
     with torch.inference_mode():
         for batch in plan_batches(lengths, batch_size, bucket=True):
             input_ids, mask = _to_tensors(ids, batch, pad_id, device)
-            pred[batch] = _logits(net, input_ids, mask, pooling).argmax(1).cpu().numpy()
-    return pred
+            logits = _logits(net, input_ids, mask, pooling)
+            pred[batch] = logits.argmax(1).cpu().numpy()
+            if labels is not None:
+                y = torch.from_numpy(np.asarray(labels)[batch].astype(np.int64)).to(logits.device)
+                loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+    return pred, (loss_sum / max(1, len(ids)) if labels is not None else None)
 
 
 def _param_groups(net, weight_decay: float):
@@ -402,7 +361,7 @@ def finetune(
     optimizer = torch.optim.AdamW(_param_groups(net, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, warmup))
     rng = np.random.default_rng(config.seed)
-    memory = _PeakMemory(device)
+    memory = PeakMemory(device)
     memory.start()
     log.info(
         "fine-tuning %s (depth %d of %d) on %s: %d train, %d steps on %s",
@@ -417,6 +376,7 @@ def finetune(
 
     loss_curve: list[tuple[int, float]] = []
     val_curve: list[float] = []
+    epoch_curve: list[dict] = []
     best_acc, best_epoch, best_state, bad = -1.0, 0, None, 0
     step, running, running_n, stopped_early = 0, 0.0, 0, False
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -424,6 +384,7 @@ def finetune(
     with progress_bar(f"fine-tuning {model.name} (depth {depth})", total) as advance:
         for epoch in range(1, config.epochs + 1):
             net.train()
+            epoch_loss, epoch_n = 0.0, 0
             for batch in _train_batches(lengths, config.batch_size, rng):
                 input_ids, mask = _to_tensors(train_ids, batch, pad_id, device)
                 loss = training_step(
@@ -433,6 +394,8 @@ def finetune(
                 step += 1
                 running += loss
                 running_n += 1
+                epoch_loss += loss
+                epoch_n += 1
                 if step % config.log_every == 0:
                     loss_curve.append((step, running / running_n))
                     running, running_n = 0.0, 0
@@ -443,9 +406,14 @@ def finetune(
                 loss_curve.append((step, running / running_n))
                 running, running_n = 0.0, 0
             epochs_run = epoch
-            pred = predict(net, val_ids, pad_id, config.pooling, config.eval_batch_size, device)
+            pred, val_loss = predict_with_loss(net, val_ids, dataset.validation.labels, pad_id,
+                                               config.pooling, config.eval_batch_size, device)
             val_acc = accuracy(pred, dataset.validation.labels)
             val_curve.append(val_acc)
+            epoch_curve.append({"epoch": epoch, "step": step, "val_acc": val_acc,
+                                "val_loss": val_loss,
+                                "train_loss": epoch_loss / max(1, epoch_n),
+                                "seconds": time.perf_counter() - started})
             log.info("epoch %d: validation accuracy %.4f (step %d)", epoch, val_acc, step)
             if val_acc > best_acc:
                 best_acc, best_epoch, bad = val_acc, epoch, 0
@@ -454,7 +422,7 @@ def finetune(
                 }
             else:
                 bad += 1
-                if bad >= config.patience:
+                if bad >= config.patience and epoch >= config.min_epochs:
                     stopped_early = epoch < config.epochs and step < total
                     break
             if step >= total:
@@ -476,6 +444,7 @@ def finetune(
         test_f1 = macro_f1(pred, dataset.test.labels, dataset.n_classes)
     test_seconds = time.perf_counter() - test_started
     peak = memory.peak()
+    peak_rss = peak_rss_bytes()
     cfg = asdict(config)
     cfg["threads"] = torch.get_num_threads() if device.type == "cpu" else None
     cfg["cpu_count"] = os.cpu_count()
@@ -488,6 +457,7 @@ def finetune(
         max_length=config.max_length,
         device=str(device),
         train_size=len(train),
+        train_split_rows=len(dataset.train),
         validation_size=len(dataset.validation),
         test_size=len(dataset.test) if dataset.test is not None else 0,
         val_acc=best_acc,
@@ -502,9 +472,11 @@ def finetune(
         test_seconds=test_seconds,
         peak_memory_bytes=peak,
         peak_memory_source=memory.source,
+        peak_rss_bytes=peak_rss,
         backbone_params=sum(p.numel() for p in net["backbone"].parameters()),
         head_params=sum(p.numel() for p in net["head"].parameters()),
         loss_curve=loss_curve,
         val_curve=val_curve,
+        epoch_curve=epoch_curve,
         config=cfg,
     )
