@@ -12,7 +12,7 @@ PROFILE_ARGS ?=
 LITERT_ENV ?= $(HOME)/.cache/codesign/envs/litert-torch
 export CODESIGN_LITERT_ENV := $(LITERT_ENV)
 
-.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop clean firmware converter-env
+.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale clean firmware converter-env
 
 install: $(STAMP)
 
@@ -64,6 +64,11 @@ bench-export: install
 
 bench-loop: install
 	$(BIN)/python benchmarks/loop_bench.py
+
+# 1 M synthetic texts; extraction throughput on 8,192 of them (1 vs 2 workers), a streamed head fit
+# on 3 GiB of features under a 1 GiB RSS cap (README, docs/scaling.md).
+bench-scale: install
+	$(BIN)/python benchmarks/scale_bench.py --extract-texts 8192
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
