@@ -10,7 +10,14 @@ layer [CLS] and mean into softmax regression; the best single layer and the best
 (by validation accuracy); the selected candidate without a budget; the candidate selected under a
 latency budget on the host (by `co_design`, measured) and on the rpi4 board (predicted: the
 host's fitted cost model × the board file's latency scale, marked emulated); fine-tuning at full
-depth and truncated at the selected depth (train subsampled to --max-train-finetune).
+depth and truncated at the selected depth, on every training row unless --max-train-finetune
+(trec and emotion: at least 3 epochs, early stopping on validation; sst2: one full epoch; see
+FINETUNE_PLAN); and gap_closed = (selected − last-layer [CLS]) / (fine-tuned − last-layer [CLS])
+on test accuracy (benchmarks/gap.py), beside the training-cost and latency ratios. Selection uses
+validation only; test is read only to report.
+
+Fine-tuning runs made on their own (`codesign baseline finetune ... --json F`) can be merged into a
+dataset's results with --finetune-result DATASET:full=F (or :truncated=F), then --report-only.
 
 Each dataset's result is merged into benchmarks/results/<date>-<hostname>.json (so datasets can
 be run one at a time), then the plots and docs/results.md are redrawn from that file alone.
@@ -40,10 +47,17 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("CODESIGN_HOME", str(Path.home() / ".cache" / "codesign-bench"))
 
 from extraction_bench import cpu_seconds, load_average, machine_info  # noqa: E402
+from gap import gap_summary  # noqa: E402
 from results_markdown import rows_for, write_markdown  # noqa: E402
 
 DATASETS = ("trec", "emotion", "sst2")
 MAX_LENGTH = 64
+# Fine-tuning per dataset: at most `epochs`, no early stop before `min_epochs`, then stop after
+# `patience` epochs without a better validation accuracy (the best epoch's weights are restored).
+# SST-2 (60k rows, ~25 min per epoch on 2 idle cores) gets one full epoch on this CPU.
+FINETUNE_PLAN = {"trec": {"epochs": 3, "min_epochs": 3, "patience": 1},
+                 "emotion": {"epochs": 3, "min_epochs": 3, "patience": 1},
+                 "sst2": {"epochs": 1, "min_epochs": 1, "patience": 1}}
 log = logging.getLogger("accuracy_bench")
 
 
@@ -198,20 +212,25 @@ def rpi4_stage(run_dir: Path, board, store, infos, seq_len, precisions, toleranc
             "emulated": True, "cost_model": model.describe(), "n_feasible": int(sum(feasible))}
 
 
-def finetune_stage(name: str, max_train: int, epochs: int, depths: dict[str, int | None]) -> dict:
+def finetune_stage(name: str, max_train: int | None, epochs: int | None,
+                   depths: dict[str, int | None]) -> dict:
     from toolchain.baselines import FinetuneConfig, finetune
     from toolchain.data.dataset import load_dataset
     from toolchain.data.presets import resolve_dataset
     from toolchain.features.backbone import resolve_model
 
     ds = load_dataset(resolve_dataset(name))
+    plan = dict(FINETUNE_PLAN.get(name, {"epochs": 3, "min_epochs": 3, "patience": 1}))
+    if epochs is not None:
+        plan.update(epochs=epochs, min_epochs=min(plan["min_epochs"], epochs))
     out = {}
     for key, depth in depths.items():
         res = finetune(ds, resolve_model(None),
-                       FinetuneConfig(depth=depth, max_train=max_train, epochs=epochs, max_length=MAX_LENGTH))
+                       FinetuneConfig(depth=depth, max_train=max_train, max_length=MAX_LENGTH, **plan))
         d = res.to_dict()
         d.pop("loss_curve", None)
-        d["train_seconds_full_train_extrapolated"] = res.train_seconds * len(ds.train) / res.train_size
+        if res.train_size < len(ds.train):
+            d["train_seconds_full_train_extrapolated"] = res.train_seconds * len(ds.train) / res.train_size
         out[key] = d
     return out
 
@@ -327,8 +346,9 @@ def bench_dataset(name: str, args) -> dict:
         if args.finetune_from and Path(args.finetune_from).is_file():
             # Fine-tuning runs measured earlier by this script's finetune_stage (same settings).
             done = json.loads(Path(args.finetune_from).read_text())
+            rows = min(args.max_train_finetune or len(ds.train), len(ds.train))
             ft = {k: v for k, v in done.items() if k in depths and v["depth"] == (depths[k] or n_layers)
-                  and v["train_size"] == min(args.max_train_finetune, len(ds.train))}
+                  and v.get("finetune_rows", v["train_size"]) == rows}
             depths = {k: v for k, v in depths.items() if k not in ft}
         ft.update(finetune_stage(name, args.max_train_finetune, args.epochs, depths) if depths else {})
 
@@ -344,7 +364,7 @@ def bench_dataset(name: str, args) -> dict:
                                                                       "prediction_before_measuring",
                                                                       "prediction_after_loop")},
         "rpi4": rpi4, "finetune": ft, "finetune_max_train": None if args.skip_finetune else args.max_train_finetune,
-        "finetune_epochs": args.epochs,
+        "finetune_epochs": args.epochs, "finetune_plan": FINETUNE_PLAN.get(name),
         "per_layer": board["per_layer"],
         "candidates": [{**_slim(c), "val_acc": c["val_acc"], "test_acc": c.get("test_acc"),
                         "pareto": c["pareto"], "latency_ms": costs[c["id"]]["latency_ms"],
@@ -380,8 +400,12 @@ def merge(path: Path, new: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--max-train-finetune", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--max-train-finetune", type=int, default=None,
+                    help="subsample train for fine-tuning (default: every row)")
+    ap.add_argument("--epochs", type=int, default=None, help="override FINETUNE_PLAN's epochs")
+    ap.add_argument("--finetune-result", nargs="*", default=[], metavar="DATASET:KEY=FILE",
+                    help="merge a `codesign baseline finetune --json` result (KEY full or truncated) "
+                         "into DATASET's results before reporting")
     ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--extraction-seconds", nargs="*", default=[], metavar="DATASET=WALL[:CPU]",
                     help="measured cold extraction of all splits, seconds (else timed on a sample)")
@@ -420,8 +444,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: done in {d['bench_seconds']:.0f} s; wrote {out}")
     else:
         result = json.loads(out.read_text())
+        merge_finetune_results(result, args.finetune_result)
         report(result, out, args.markdown)
     return 0
+
+
+def merge_finetune_results(result: dict, specs: list[str]) -> None:
+    """Put fine-tuning runs measured on their own into the results, with where they came from."""
+    for spec in specs:
+        where, _, path = spec.partition("=")
+        name, _, key = where.partition(":")
+        if key not in ("full", "truncated") or name not in result["datasets"]:
+            raise SystemExit(f"--finetune-result {spec}: expected DATASET:full=FILE or DATASET:truncated=FILE "
+                             f"with DATASET one of {sorted(result['datasets'])}")
+        run = json.loads(Path(path).read_text())
+        run.pop("loss_curve", None)
+        run["source"] = f"codesign baseline finetune --json {Path(path).name}, merged by --finetune-result"
+        run["measured_on"] = datetime.fromtimestamp(Path(path).stat().st_mtime, timezone.utc).isoformat(
+            timespec="seconds")
+        result["datasets"][name].setdefault("finetune", {})[key] = run
 
 
 def head_families(run_dir: Path) -> dict | None:
@@ -449,6 +490,7 @@ def report(result: dict, out: Path, markdown: Path) -> None:
 
     for d in result["datasets"].values():
         d["rows"] = rows_for(d)
+        d["gap"] = gap_summary(d, d["rows"])
         found = head_families(Path(d["run_dir"])) if d.get("run_dir") else None
         if found is not None:
             d["head_families"] = found

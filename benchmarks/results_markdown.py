@@ -73,8 +73,23 @@ def rows_for(d: dict) -> list[dict]:
         lat = same["latency_ms"] if same else None
         add(label, f["test_acc"], f["test_macro_f1"], f["depth"], lat,
             "measured (frozen artefact of equal depth)" if same else "", f["train_seconds"],
-            f"{f['train_size']} train rows, {f['epochs_run']} epochs", f["train_cpu_seconds"])
+            f"{f.get('finetune_rows', f['train_size'])} train rows, {f['epochs_run']} epochs",
+            f["train_cpu_seconds"], val_curve=f.get("val_curve"))
     return rows
+
+
+def _gap_line(d: dict) -> list[str]:
+    g = d.get("gap") or {}
+    if g.get("finetuned_test_acc") is None:
+        return []
+    return [f"- Gap closed (test accuracy; selection on validation only): "
+            f"{_fmt(g.get('gap_closed'), '.2f')} = ({_fmt(g['selected_test_acc'])} − "
+            f"{_fmt(g['last_cls_test_acc'])}) / ({_fmt(g['finetuned_test_acc'])} − {_fmt(g['last_cls_test_acc'])}); "
+            f"fine-tuned on {g['finetune_rows']} of {g['train_split_rows']} train rows, "
+            f"{g['finetune_epochs_run']} epochs (best {g['finetune_best_epoch']}), "
+            f"{_fmt(g['finetune_train_seconds'], '.0f')} s; vs truncated fine-tuning "
+            f"{_fmt(g.get('gap_closed_vs_truncated'), '.2f')}; bar {g['target']} "
+            f"{'met' if g.get('target_met') else 'not met' if g.get('target_met') is False else '–'}."]
 
 
 def _fmt(x, spec=".3f", none="–"):
@@ -99,9 +114,9 @@ def write_markdown(result: dict, path: Path) -> None:
         "the full-depth model (the last-layer [CLS] artefact). *Train s* is wall time: for frozen "
         "features, the feature extraction of train+validation (a cold extraction of every split, scaled to "
         "train+validation) plus the "
-        "head fit, or plus the whole search for selected rows; fine-tuning is measured on a stratified "
-        "subsample. *Train ratio* is vs fine-tuning at full depth as run here (subsampled, so the "
-        "ratio flatters fine-tuning); the CPU-seconds ratio beside it is less sensitive to the load of this shared machine (the wall ratio mixes runs made under different loads).",
+        "head fit, or plus the whole search for selected rows; fine-tuning is measured on the rows "
+        "its row names (every training row unless it says fewer). *Train ratio* is vs fine-tuning at "
+        "full depth as run here; the CPU-seconds ratio beside it is less sensitive to the load of this shared machine (the wall ratio mixes runs made under different loads).",
         "",
     ]
     for name in DATASETS:
@@ -126,7 +141,7 @@ def write_markdown(result: dict, path: Path) -> None:
                          f"{_fmt(r['train_ratio_vs_finetune'], '.2f')}; "
                          f"{_fmt(r['train_cpu_ratio_vs_finetune'], '.2f')} |")
         ext = d["extraction"]
-        lines += ["", *checks(d),
+        lines += ["", *_gap_line(d), *checks(d),
                   *_families(d),
                   f"- Settings: heads refitted in full {sorted({c['head'] for c in d['candidates']})}, "
                   f"{d['n_candidates']} candidates; feature extraction {ext['wall_s']:.0f} s wall "
