@@ -27,8 +27,9 @@ def _ft_cell(row: dict | None, ft: dict | None, f1: bool) -> str:
     if not row or not ft:
         return "–"
     rows = ft.get("finetune_rows", ft.get("train_size"))
+    when = f", measured {ft['measured_on'][:10]}" if ft.get("measured_on") else ""
     return (f"{_pct(row, f1)} ({rows:,} rows, {ft['epochs_run']} ep. (best {ft['best_epoch']}), "
-            f"{ft['train_seconds']:.0f} s {ft.get('device', 'cpu')})")
+            f"{ft['train_seconds']:.0f} s {ft.get('device', 'cpu')}{when})")
 
 
 def _gap(d: dict) -> str:

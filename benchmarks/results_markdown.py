@@ -89,7 +89,7 @@ def _gap_line(d: dict) -> list[str]:
             f"{g['finetune_epochs_run']} epochs (best {g['finetune_best_epoch']}), "
             f"{_fmt(g['finetune_train_seconds'], '.0f')} s; vs truncated fine-tuning "
             f"{_fmt(g.get('gap_closed_vs_truncated'), '.2f')}; bar {g['target']} "
-            f"{'met' if g.get('target_met') else 'not met' if g.get('target_met') is False else '–'}."]
+            f"{'met' if g.get('target_met') else 'not met' if g.get('target_met') is False else 'not judged (fine-tuning subsampled)'}."]
 
 
 def _fmt(x, spec=".3f", none="–"):
@@ -259,8 +259,9 @@ def checks(d: dict) -> list[str]:
                    f"{100 * d['host_loop']['best_val_acc']:.1f}.")
     ft = (d.get("finetune") or {}).get("full")
     if ft:
-        out.append(f"- Gap to fine-tuning (full depth, {ft['train_size']} rows, {ft['epochs_run']} epochs, "
-                   f"{ft['train_seconds']:.0f} s; {ft['train_seconds_full_train_extrapolated']:.0f} s extrapolated "
-                   f"to the full train set): {100 * (ft['test_acc'] - sel['test_acc']):+.1f} points vs the "
-                   "selected candidate.")
+        extra = ft.get("train_seconds_full_train_extrapolated")  # only for a subsampled run
+        extra = f"; {extra:.0f} s extrapolated to the full train set" if extra else ", every training row"
+        out.append(f"- Gap to fine-tuning (full depth, {ft.get('finetune_rows', ft['train_size'])} rows, "
+                   f"{ft['epochs_run']} epochs, {ft['train_seconds']:.0f} s{extra}): "
+                   f"{100 * (ft['test_acc'] - sel['test_acc']):+.1f} points vs the selected candidate.")
     return out

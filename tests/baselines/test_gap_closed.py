@@ -45,6 +45,8 @@ def test_summary_carries_the_ratios_and_the_bar():
     assert (g["finetune_rows"], g["train_split_rows"], g["finetune_epochs_run"]) == (1000, 1000, 3)
     assert (g["train_ratio_vs_finetune"], g["latency_ratio_vs_full_depth"]) == (0.5, 0.9)
     assert g["gap_closed_vs_truncated"] is None  # no truncated run here
+    weak = _dataset(200)["gap"]  # a subsampled fine-tune is not the bar's baseline
+    assert weak["gap_closed"] == pytest.approx(0.8) and weak["target_met"] is None
 
 
 def test_readme_table_shows_gap_and_marks_a_subsampled_finetune():
