@@ -9,7 +9,9 @@ kind's name. A verb a kind does not implement is a one-line ``TargetError`` nami
 - ``measure(job_dir, ...)``: run the measuring agent on an exported artefact (Linux boards);
 - ``run_head(head, features, ...)``: run an int8 head on upstream features (microcontrollers);
 - ``deploy(bundle)``, ``rollback()``, ``status()``: install a bundle with an atomic switch;
-- ``bench(folder, manifest, ...)``: the deployed bundle's raw latency samples.
+- ``bench(folder, manifest, ...)``: the deployed bundle's raw latency samples;
+- ``personalise(examples, ...)``: refit the deployed bundle's head on the user's labelled
+  examples where they live (``rollback=True``: back to the head before the last switch).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, ClassVar
 from ..config.target_spec import TargetSpec
 from ..errors import TargetError
 
-VERBS = ("prepare", "run_agent", "run_head", "deploy", "rollback", "status", "bench")
+VERBS = ("prepare", "run_agent", "run_head", "deploy", "rollback", "status", "bench", "personalise")
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,8 @@ class Target(ABC):
     def bench(self, folder: Path, manifest: dict, **options) -> dict[str, Any]:
         """Raw latency samples (and their unit) of a deployed bundle on this board."""
         raise self._unsupported("benchmark a bundle")
+
+    def personalise(self, examples: Path | None, **options) -> dict[str, Any]:
+        """Refit the deployed head on ``examples`` (text, label) and switch to it only if the
+        old classes are kept; metrics only come back. ``rollback=True``: the previous head."""
+        raise self._unsupported("personalise its head")

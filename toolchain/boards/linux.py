@@ -43,3 +43,13 @@ class LinuxBoard(Target):
 
         return run_linux_bench(self, folder, manifest, iterations, warmup, blocks, slowdown,
                                shell or self.open_shell())
+
+    def personalise(self, examples: Path | None, *, rollback: bool = False, max_anchor_drop: float | None = None,
+                    holdout: float | None = None, shell=None) -> dict[str, Any]:
+        from ..bundle.personalise_linux import head_rollback_linux, personalise_linux
+
+        shell = shell or self.open_shell()
+        if rollback:
+            return head_rollback_linux(self, shell=shell)
+        return personalise_linux(self, Path(examples), shell=shell, max_anchor_drop=max_anchor_drop,
+                                 holdout=holdout)

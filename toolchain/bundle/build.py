@@ -146,8 +146,14 @@ def _linux_payload(run_dir: Path, board: dict, cand: Candidate, base_id: str, fo
     )
     _copy(RUNNER_PATH, folder / "runner.py")
     os.chmod(folder / "runner.py", 0o755)
+    from ..search.fit import SavedHead
+    from .personalise_build import write_personalisation
+
+    saved = SavedHead.load(run_dir / "heads" / f"{base_id}.safetensors")
+    personalise = write_personalisation(folder, saved.layers, dataset, meta["max_length"], save_npz)
     tol = TOLERANCES[cand.precision]
     return {
+        "personalise": personalise,
         "artefact": {
             "format": "onnx",
             "runtime": "onnxruntime",

@@ -417,7 +417,26 @@ def status_linux(target, *, shell: BoardShell) -> dict[str, Any]:
                 out[key] = json.loads(proc.stdout) if proc.returncode == 0 else None
             except ValueError:
                 out[key] = None
+        # Which head classifies: the shipped one, or one learned on the board (personalise).
+        out["head"] = head_status(shell, root, (out.get("deployed") or {}).get("bundle_id"))
     return out
+
+
+def head_status(shell: BoardShell, root: str, bundle_id: str | None) -> dict[str, Any]:
+    """Which head the deployed bundle classifies with, read from its state file (no runner
+    start): ``{"active": "shipped"}`` or the learned head's id, labels and switch time."""
+    if not bundle_id:
+        return {"active": "shipped"}
+    path = f"{root}/state/{bundle_id[:16]}/active.json"
+    proc = shell.run(["cat", "--", path])
+    if proc.returncode != 0:
+        return {"active": "shipped"}
+    try:
+        state = json.loads(proc.stdout)
+    except ValueError:
+        return {"active": "unknown", "error": f"{path} is not JSON"}
+    return {k: state.get(k) for k in ("active", "previous", "switched_at", "labels", "n_user_examples",
+                                      "learned_at") if k in state}
 
 
 def manifest_summary(manifest: dict | None) -> dict:

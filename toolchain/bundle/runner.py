@@ -8,11 +8,19 @@ never imports codesign. Copied into every Linux bundle as ``runner.py``.
     python3 runner.py --self-check                    # verify, then the reference set
     python3 runner.py --bench 200 [--warmup 20] [--blocks 5]
     python3 runner.py --info
+    python3 runner.py --learn examples.jsonl [--max-anchor-drop 0.02] [--holdout 0.2]
+    python3 runner.py --rollback                      # the head active before the last switch
+    python3 runner.py --head-status                   # which head classifies: shipped or learned
+
+``--learn`` refits the head on the user's examples on the board (``personalise_board.py``,
+shipped beside this file); texts and features stay in the board's state folder, only metrics
+are printed. Classification uses the learned head while it is active.
 
 Or import it: ``from runner import Bundle; Bundle("/path").classify(["text"])``.
 
 Each command prints exactly one JSON object on stdout (classification: one per line) and
-exits 0 ok, 2 bad arguments or bundle, 3 a file's sha256 differs from the manifest,
+exits 0 ok (a refused learn too: its report says ``"switched": false`` and why), 2 bad
+arguments, bundle or examples, 3 a file's sha256 differs from the manifest,
 4 runtime or model does not load, 5 the self-check is out of tolerance.
 
 It runs on boards with Python 3.8+ (Raspberry Pi OS, Jetson images), so it sticks to syntax
@@ -98,6 +106,7 @@ class Bundle:
         self._session = None
         self._tokenizer = None
         self.runtime_info = {}
+        self.state_dir = None  # the learned heads' folder; None: personalise.default_state_dir
 
     def _read_json(self, name: str):
         try:
@@ -201,16 +210,22 @@ class Bundle:
         return self.session.run(["probs"], {"input_ids": ids, "attention_mask": mask})[0][0]
 
     def classify(self, texts) -> list:
-        """[{"text", "label", "index", "probs"}] for each text, at batch 1."""
+        """[{"text", "label", "index", "probs"}] for each text, at batch 1, by the active head
+        (a learned one on the model's ``features`` output, else the model's own ``probs``)."""
         import numpy as np
 
         out = []
         encoded = self.encode(texts)
+        learned = self.active_head() if self.manifest.get("personalise") else None
+        labels = learned.labels if learned is not None else self.labels
         for i, text in enumerate(texts):
             ids = encoded[i][None, :]
-            probs = self.probs_one(ids, np.ones_like(ids))
+            if learned is None:
+                probs = self.probs_one(ids, np.ones_like(ids))
+            else:
+                probs = learned.probs(self.features_one(ids, np.ones_like(ids))[None, :])[0]
             k = int(probs.argmax())
-            label = self.labels[k] if k < len(self.labels) else str(k)
+            label = labels[k] if k < len(labels) else str(k)
             out.append(
                 {
                     "text": text,
@@ -220,6 +235,92 @@ class Bundle:
                 }
             )
         return out
+
+    # ---- personalisation (personalise_board.py) ---------------------------------------------
+    @property
+    def bundle_id(self) -> str:
+        return sha256_file(os.path.join(self.root, "manifest.json"))
+
+    def personalise_module(self):
+        """The bundle's own personalise_board.py (numpy only), loaded once by file path."""
+        import importlib.util
+
+        path = os.path.join(self.root, "personalise_board.py")
+        mod = sys.modules.get("personalise_board")
+        if mod is not None and os.path.abspath(getattr(mod, "__file__", "")) == path:
+            return mod
+        if not self.manifest.get("personalise") or not os.path.isfile(path):
+            raise RunnerError("unsupported", "this bundle ships no personalisation (built before it): rebuild "
+                              "and deploy it with this codesign", 2)
+        spec = importlib.util.spec_from_file_location("personalise_board", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["personalise_board"] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+    def head_state(self):
+        mod = self.personalise_module()
+        return mod.HeadState(self.state_dir or mod.default_state_dir(self.root, self.bundle_id))
+
+    def shipped_head(self):
+        conf = self.manifest["personalise"]
+        return self.personalise_module().Head.load(
+            os.path.join(self.root, conf["head"]), conf["activations"], self.labels)
+
+    def active_head(self):
+        """The learned head in use, or None while the shipped one is."""
+        mod = self.personalise_module()
+        state = self.head_state()
+        active = state.read().get("active", mod.SHIPPED)
+        return None if active == mod.SHIPPED else state.load(active, self.shipped_head())[0]
+
+    def features_one(self, ids, mask):
+        if "features" not in [o.name for o in self.session.get_outputs()]:
+            raise RunnerError("unsupported", f"{self.model_file} has no 'features' output (exported before "
+                              "personalisation); rebuild and deploy the bundle", 2)
+        return self.session.run(["features"], {"input_ids": ids, "attention_mask": mask})[0][0]
+
+    def features_of(self, texts):
+        """(features [n, d] of ``texts``, how many were cut to the model's max length)."""
+        import numpy as np
+
+        encoded = self.tokenizer.encode_batch(list(texts))
+        truncated = sum(1 for e in encoded if e.overflowing)
+        rows = []
+        for e in encoded:
+            ids = np.asarray(e.ids, dtype=np.int64)[None, :]
+            rows.append(self.features_one(ids, np.ones_like(ids)))
+        return np.stack(rows).astype(np.float32), truncated
+
+    def anchor(self):
+        import numpy as np
+
+        path = os.path.join(self.root, self.manifest["personalise"]["anchor"])
+        with np.load(path, allow_pickle=False) as z:
+            x = np.asarray(z["features"], dtype=np.float32)
+            labels = [self.labels[int(i)] for i in z["labels"]]
+            check = [bool(c) for c in z["check"]]
+        return x, labels, check
+
+    def learn(self, path: str, max_anchor_drop=None, holdout=None) -> dict:
+        mod = self.personalise_module()
+        conf = self.manifest["personalise"]
+        drop = float(conf.get("max_anchor_drop", mod.DEFAULT_MAX_ANCHOR_DROP)
+                     if max_anchor_drop is None else max_anchor_drop)
+        state = self.head_state()
+        os.makedirs(state.heads, exist_ok=True)
+        report = mod.learn(path, self.shipped_head(), self.anchor(), self.features_of, state, drop,
+                           mod.DEFAULT_HOLDOUT if holdout is None else holdout, detect_emulation())
+        report.update({"ok": True, "bundle_id": self.bundle_id, "candidate_id": self.manifest.get("candidate_id"),
+                       "machine": platform.machine(), "python": platform.python_version()})
+        return report
+
+    def head_status(self) -> dict:
+        state = self.head_state()
+        return dict(state.read(), ok=True, state_dir=state.folder, bundle_id=self.bundle_id)
+
+    def rollback_head(self) -> dict:
+        return dict(self.head_state().rollback(), ok=True)
 
     # ---- the reference set ---------------------------------------------------------------
     def reference(self):
@@ -356,7 +457,18 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--inject-slowdown", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--info", action="store_true", help="print the manifest")
+    parser.add_argument("--learn", metavar="FILE", help="refit the head on FILE (.jsonl or .csv)")
+    parser.add_argument("--max-anchor-drop", type=float, default=None,
+                        help="largest anchor-accuracy drop a learn may cause (default: the bundle's)")
+    parser.add_argument("--holdout", type=float, default=None, help="fraction held out (default 0.2)")
+    parser.add_argument("--rollback", action="store_true", help="back to the head before the last switch")
+    parser.add_argument("--head-status", action="store_true", help="which head is active")
+    parser.add_argument("--state", default=None, help="learned heads' folder (default: beside the deployment)")
     args = parser.parse_args(argv)
+    if args.max_anchor_drop is not None and not 0.0 <= args.max_anchor_drop <= 1.0:
+        parser.error("--max-anchor-drop must be within 0..1")
+    if args.holdout is not None and not 0.0 <= args.holdout < 1.0:
+        parser.error("--holdout must be within 0..1 (1 excluded)")
     if args.bench is not None and args.bench < 1:
         parser.error("--bench needs N >= 1")
     if args.warmup < 0 or args.threads < 1 or args.blocks < 1 or args.inject_slowdown < 0:
@@ -368,7 +480,14 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         bundle = Bundle(args.bundle, threads=args.threads)
-        if args.info:
+        bundle.state_dir = args.state
+        if args.learn:
+            report = bundle.learn(args.learn, args.max_anchor_drop, args.holdout)
+        elif args.rollback:
+            report = bundle.rollback_head()
+        elif args.head_status:
+            report = bundle.head_status()
+        elif args.info:
             report = {"ok": True, "manifest": bundle.manifest}
         elif args.verify:
             report = dict(bundle.verify(), ok=True)
@@ -384,6 +503,11 @@ def main(argv=None) -> int:
         status = 0
     except RunnerError as exc:
         report = {"ok": False, "error_kind": exc.kind, "error": str(exc)}
+        status = exc.status
+    except Exception as exc:  # personalise_board's LearnError: the module is loaded by path
+        if type(exc).__name__ != "LearnError":
+            raise
+        report = {"ok": False, "error_kind": exc.kind, "error": str(exc), "switched": False}
         status = exc.status
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()

@@ -1,0 +1,505 @@
+"""On-board personalisation: refit a bundle's head on the user's own labelled examples.
+
+Shipped in every Linux bundle next to ``runner.py`` (``python3 runner.py --learn FILE``), so,
+like the runner, it needs only numpy and never imports codesign; the host-side gateway of a
+microcontroller imports the same fitting code from ``toolchain.bundle``. Python 3.8 syntax.
+
+What a learn does
+-----------------
+1. Reads ``text``/``label`` rows from a JSONL or CSV file (``read_examples``): a bad file is a
+   ``LearnError`` before anything is computed or written.
+2. The bundle's own truncated model gives each text's ``features`` output: the standardised,
+   combined vector the head takes (the shipped standardiser stays as it is).
+3. A stratified part of the examples is held out; the rest, the examples of earlier accepted
+   learns, and the fit half of the bundle's *anchor set* (a stratified float16 sample of the
+   original training features) train the new head.
+4. The head's hidden layers (ELM / MLP) stay fixed; its output layer is refitted as a softmax
+   regression warm-started from the active head's and pulled towards it by an L2 term
+   (``fit_output_layer``): convex, deterministic, full-batch Nesterov steps. A label the head
+   has never seen becomes a new output row, started at zero.
+5. The new head switches in only if its accuracy on the check half of the anchor set is at most
+   ``max_anchor_drop`` below the *shipped* head's (so repeated learns cannot drift away step by
+   step); otherwise nothing changes and the report says why.
+
+State (``HeadState``)
+---------------------
+``<state>/heads/<id>/`` holds a head (``head.npz`` weights, ``head.json`` labels, activations
+and metrics, ``examples.npz`` the user features it was fitted on: no pickle, no texts), and
+``<state>/active.json`` names the active and the previous head ("shipped" is the bundle's own).
+A new head is written in ``<id>.partial`` and renamed, and only then does ``active.json`` change,
+by one ``os.replace``: a learn killed at any point leaves the old head active, and the next learn
+removes the leftovers. Where ``<state>`` is: see ``default_state_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+
+STATE_SCHEMA = 1
+SHIPPED = "shipped"
+DEFAULT_MAX_ANCHOR_DROP = 0.02
+DEFAULT_HOLDOUT = 0.2
+L2_TO_INIT = 1e-2  # pull of the refitted output layer's known classes towards the active head
+L2_NEW = 1e-3  # a new class's row: towards zero, as the shipped softmax heads are regularised
+FIT_ITERATIONS = 400
+KEEP_HEADS = 3
+MAX_EXAMPLES = 100000
+MAX_LABEL_CHARS = 200
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+class LearnError(Exception):
+    """A learn that cannot go on; nothing was switched. ``kind`` names it for the JSON report."""
+
+    def __init__(self, kind: str, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+# ---- the user's examples ---------------------------------------------------------------------------
+def read_examples(path: str, text_field: str = "text", label_field: str = "label"):
+    """(texts, labels as strings) from a JSONL or CSV file with a ``text`` and ``label`` column."""
+    ext = os.path.splitext(path)[1].lower()
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        raise LearnError("bad_examples", "{}: unknown format {!r}; give a .jsonl file (one JSON object "
+                         "per line) or a .csv file with a header row".format(path, ext or "(no extension)"))
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise LearnError("bad_examples", f"{path}: cannot read it: {exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LearnError("bad_examples", f"{path}: not UTF-8 ({exc}); save it as UTF-8") from exc
+    if not text.strip():
+        raise LearnError("bad_examples", f"{path}: the file is empty; give at least two labelled examples")
+    rows = _jsonl_rows(path, text) if fmt == "jsonl" else _csv_rows(path, text)
+    texts, labels = [], []
+    for line, row in rows:
+        for field in (text_field, label_field):
+            if field not in row:
+                raise LearnError("bad_examples", "{}:{}: no {!r} field (found: {}); every row needs {!r} and {!r}".format(
+                    path, line, field, ", ".join(sorted(map(str, row))) or "none", text_field, label_field))
+        value, label = row[text_field], row[label_field]
+        if not isinstance(value, str) or not value.strip():
+            raise LearnError("bad_examples", f"{path}:{line}: {text_field!r} must be a non-empty string")
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or not str(label).strip():
+            raise LearnError("bad_examples", f"{path}:{line}: {label_field!r} must be a non-empty string or integer")
+        label = str(label).strip()
+        if len(label) > MAX_LABEL_CHARS:
+            raise LearnError("bad_examples", f"{path}:{line}: a label of {len(label)} characters; keep labels under {MAX_LABEL_CHARS}")
+        texts.append(value)
+        labels.append(label)
+        if len(texts) > MAX_EXAMPLES:
+            raise LearnError("bad_examples", f"{path}: more than {MAX_EXAMPLES} examples; split the file")
+    if len(texts) < 2:
+        raise LearnError("bad_examples", f"{path}: {len(texts)} example; a learn needs at least two (and two labels)")
+    if len(set(labels)) < 2:
+        raise LearnError("bad_examples", f"{path}: all {len(labels)} examples have the label {labels[0]!r}; give examples of at least "
+                         "two labels, so that the held-out check can tell them apart")
+    return texts, labels
+
+
+def _jsonl_rows(path, text):
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise LearnError("bad_examples", f"{path}:{n}: not JSON ({exc}); one object per line") from exc
+        if not isinstance(row, dict):
+            raise LearnError("bad_examples", f"{path}:{n}: a JSON {type(row).__name__}, not an object")
+        rows.append((n, row))
+    return rows
+
+
+def _csv_rows(path, text):
+    try:
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader)
+        rows = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise LearnError("bad_examples", f"{path}:{reader.line_num}: {len(row)} cells under a header of {len(header)}; quote cells that hold "
+                                 "commas")
+            rows.append((reader.line_num, dict(zip(header, row))))  # noqa: B905 - Python 3.8 boards: no strict=
+    except csv.Error as exc:
+        raise LearnError("bad_examples", f"{path}: not CSV: {exc}") from exc
+    if not rows:
+        missing = [f for f in ("text", "label") if f not in header]
+        raise LearnError("bad_examples", "{}: a header ({}) and no example rows{}".format(
+            path, ",".join(header), f"; it has no {missing[0]!r} column" if missing else ""))
+    return rows
+
+
+# ---- heads ----------------------------------------------------------------------------------------
+class Head:
+    """Dense layers y = act(x @ w.T + b), w [out, in]; ``labels`` name the outputs."""
+
+    def __init__(self, weights, biases, activations, labels) -> None:
+        self.weights = list(weights)
+        self.biases = list(biases)
+        self.activations = list(activations)
+        self.labels = list(labels)
+
+    def hidden(self, x):
+        import numpy as np
+
+        for w, b, act in zip(self.weights[:-1], self.biases[:-1], self.activations[:-1]):  # noqa: B905 - Python 3.8 boards: no strict=
+            x = x @ w.T + b
+            if act == "relu":
+                x = np.maximum(x, 0.0)
+        return x
+
+    def logits(self, x):
+        return self.hidden(x) @ self.weights[-1].T + self.biases[-1]
+
+    def probs(self, x):
+        import numpy as np
+
+        z = self.logits(np.asarray(x, dtype=np.float32))
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def predict(self, x):
+        return self.logits(x).argmax(axis=-1)
+
+    def save(self, folder: str) -> None:
+        import numpy as np
+
+        arrays = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):  # noqa: B905 - Python 3.8 boards: no strict=
+            arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        np.savez(os.path.join(folder, "head.npz"), **arrays)
+
+    @classmethod
+    def load(cls, npz_path: str, activations, labels) -> Head:
+        import numpy as np
+
+        with np.load(npz_path, allow_pickle=False) as z:
+            n = len([k for k in z.files if k.startswith("w")])
+            ws = [np.asarray(z[f"w{i}"], dtype=np.float32) for i in range(n)]
+            bs = [np.asarray(z[f"b{i}"], dtype=np.float32) for i in range(n)]
+        if len(activations) != n or ws[-1].shape[0] != len(labels):
+            raise LearnError("bad_state", f"{npz_path}: {n} layers / {ws[-1].shape[0]} outputs, but {len(activations)} activations / {len(labels)} labels")
+        return cls(ws, bs, activations, labels)
+
+
+def fit_output_layer(h, y, w_init, b_init, sample_weight, l2=L2_TO_INIT, iterations=FIT_ITERATIONS,
+                     n_new=0):
+    """Output weights [C, k] and bias [C] minimising sum_i s_i CE(softmax(W h_i + b), y_i) +
+    l2/2 ||W_old - w_init||² + L2_NEW/2 ||W_new||², from (w_init, b_init); the last ``n_new``
+    rows are new classes (pulled only lightly, towards zero: a strong pull would leave a new
+    class only its bias, and then it takes old examples); ``sample_weight`` sums to 1.
+
+    Convex; Nesterov's accelerated gradient with the step 1/L of the loss's Lipschitz bound
+    (the softmax Hessian is at most 1/2 per sample), so no line search and no randomness."""
+    import numpy as np
+
+    h = np.asarray(h, dtype=np.float64)
+    s = np.asarray(sample_weight, dtype=np.float64)
+    onehot = np.zeros((len(y), w_init.shape[0]))
+    onehot[np.arange(len(y)), y] = 1.0
+    h1 = np.hstack([h, np.ones((len(h), 1))])
+    lipschitz = 0.5 * float(np.linalg.norm(h1 * np.sqrt(s)[:, None], 2)) ** 2 + max(l2, L2_NEW)
+    step = 1.0 / lipschitz
+    theta0 = np.hstack([w_init, b_init[:, None]]).astype(np.float64)  # [C, k+1]
+    mask = np.full_like(theta0, l2)
+    if n_new:
+        mask[-n_new:] = L2_NEW
+    mask[:, -1] = 0.0  # the bias is not pulled
+    theta = theta0.copy()
+    prev = theta.copy()
+    for t in range(1, iterations + 1):
+        look = theta + (t - 1.0) / (t + 2.0) * (theta - prev)
+        z = h1 @ look.T
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        grad = ((p - onehot) * s[:, None]).T @ h1 + mask * (look - theta0)
+        prev, theta = theta, look - step * grad
+        if float(np.abs(grad).max()) < 1e-7:
+            break
+    return theta[:, :-1].astype(np.float32), theta[:, -1].astype(np.float32)
+
+
+def balanced_weights(y, n_classes):
+    """Per-sample weights: every class present has the same total, summing to 1."""
+    import numpy as np
+
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = int((counts > 0).sum())
+    return 1.0 / (present * counts[y])
+
+
+def holdout_split(labels, fraction: float, seed: int = 0):
+    """(train indices, held-out indices): per label, ``fraction`` of its examples (at least one,
+    never all of them) held out; a label with one example is trained on only."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    train, held = [], []
+    for label in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == label]
+        rng.shuffle(idx)
+        n_hold = 0 if len(idx) < 2 or fraction <= 0 else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        held += idx[:n_hold]
+        train += idx[n_hold:]
+    return sorted(train), sorted(held)
+
+
+def accuracy(head: Head, x, labels):
+    """{"accuracy", "per_class": {label: recall}, "n"} of ``head`` on features ``x`` whose true
+    labels are names (a name the head lacks counts as wrong)."""
+    if not len(labels):
+        return None
+    pred = [head.labels[k] for k in head.predict(x)]
+    per = {}
+    for label in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == label]
+        per[label] = sum(pred[i] == label for i in idx) / len(idx)
+    return {"accuracy": sum(p == t for p, t in zip(pred, labels)) / len(labels), "per_class": per,  # noqa: B905 - Python 3.8 boards: no strict=
+            "n": len(labels)}
+
+
+def refit(active: Head, user_x, user_labels, anchor_x, anchor_labels):
+    """The refitted head on the user's features + the anchor's; its labels are the active
+    head's plus every new user label (in order of first appearance)."""
+    import numpy as np
+
+    labels = list(active.labels) + [lab for lab in dict.fromkeys(user_labels) if lab not in active.labels]
+    index = {lab: i for i, lab in enumerate(labels)}
+    x = np.vstack([np.asarray(user_x, np.float32), np.asarray(anchor_x, np.float32)])
+    y = np.asarray([index[lab] for lab in list(user_labels) + list(anchor_labels)], dtype=np.int64)
+    h = active.hidden(x)
+    extra = len(labels) - len(active.labels)
+    w0 = np.vstack([active.weights[-1], np.zeros((extra, h.shape[1]), np.float32)])
+    b0 = np.concatenate([active.biases[-1], np.full(extra, float(np.mean(active.biases[-1])), np.float32)])
+    w, b = fit_output_layer(h, y, w0, b0, balanced_weights(y, len(labels)), n_new=extra)
+    return Head(active.weights[:-1] + [w], active.biases[:-1] + [b], active.activations, labels)
+
+
+# ---- where the heads live on the board --------------------------------------------------------------
+def default_state_dir(bundle_root: str, bundle_id: str) -> str:
+    """``<deploy root>/state/<bundle id[:16]>`` for a deployed bundle (``<root>/versions/<v>``).
+
+    Not inside the version folder: that folder is hash-verified (the runner's ``--verify`` walks
+    it; ``sha256sum`` checks it at deploy) and a redeploy of the same bundle is a new version
+    folder; keyed by bundle id because a head is only valid on the features of the model it was
+    fitted on. A bundle folder that was never deployed keeps its state in ``.state/`` inside it:
+    hidden names are outside what ``--verify`` checks, and deploys never copy it."""
+    real = os.path.realpath(bundle_root)
+    parent = os.path.dirname(real)
+    if os.path.basename(parent) == "versions":
+        return os.path.join(os.path.dirname(parent), "state", bundle_id[:16])
+    return os.path.join(real, ".state", bundle_id[:16])
+
+
+class HeadState:
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.heads = os.path.join(folder, "heads")
+
+    def read(self) -> dict:
+        path = os.path.join(self.folder, "active.json")
+        try:
+            with open(path) as fh:
+                state = json.load(fh)
+        except FileNotFoundError:
+            return {"schema": STATE_SCHEMA, "active": SHIPPED, "previous": None, "switched_at": None}
+        except (OSError, ValueError) as exc:
+            raise LearnError("bad_state", f"{path}: {exc}; remove it to return to the shipped head") from exc
+        return state
+
+    def head_meta(self, head_id: str) -> dict:
+        with open(os.path.join(self.heads, head_id, "head.json")) as fh:
+            return json.load(fh)
+
+    def load(self, head_id: str, shipped: Head):
+        """(head, its user features, their labels); the shipped head has none."""
+        import numpy as np
+
+        if head_id == SHIPPED:
+            return shipped, np.zeros((0, shipped.weights[0].shape[1]), np.float32), []
+        folder = os.path.join(self.heads, head_id)
+        try:
+            meta = self.head_meta(head_id)
+            head = Head.load(os.path.join(folder, "head.npz"), meta["activations"], meta["labels"])
+            with np.load(os.path.join(folder, "examples.npz"), allow_pickle=False) as z:
+                x, y = np.asarray(z["features"], np.float32), [meta["labels"][int(i)] for i in z["labels"]]
+        except (OSError, ValueError, KeyError) as exc:
+            raise LearnError("bad_state", f"head {head_id} in {self.folder}: {exc}; roll back (--rollback) or remove the state "
+                             "folder") from exc
+        return head, x, y
+
+    def clean(self) -> None:
+        """Remove what a killed learn left (``*.partial`` heads, temporary state files)."""
+        if os.path.isdir(self.heads):
+            for name in os.listdir(self.heads):
+                if name.endswith(".partial"):
+                    shutil.rmtree(os.path.join(self.heads, name), ignore_errors=True)
+        if os.path.isdir(self.folder):
+            for name in os.listdir(self.folder):
+                if name.startswith(".active.json."):
+                    os.unlink(os.path.join(self.folder, name))
+
+    def write_head(self, head: Head, x, labels, meta: dict) -> str:
+        """Write a head (not yet active) and return its id."""
+        import numpy as np
+
+        head_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+        partial = os.path.join(self.heads, head_id + ".partial")
+        os.makedirs(partial)
+        head.save(partial)
+        index = {lab: i for i, lab in enumerate(head.labels)}
+        np.savez(os.path.join(partial, "examples.npz"), features=np.asarray(x, np.float32),
+                 labels=np.asarray([index[lab] for lab in labels], np.int32))
+        _write_json(os.path.join(partial, "head.json"),
+                    dict(meta, labels=head.labels, activations=head.activations, head_id=head_id))
+        _fsync_dir(partial)
+        os.rename(partial, os.path.join(self.heads, head_id))
+        _fsync_dir(self.heads)
+        return head_id
+
+    def switch(self, active: str, previous, detail: dict) -> dict:
+        """Make ``active`` the active head: one os.replace of active.json."""
+        state = {"schema": STATE_SCHEMA, "active": active, "previous": previous,
+                 "switched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        state.update(detail)
+        tmp = os.path.join(self.folder, f".active.json.{os.getpid()}")
+        _write_json(tmp, state)
+        os.replace(tmp, os.path.join(self.folder, "active.json"))
+        _fsync_dir(self.folder)
+        return state
+
+    def rollback(self) -> dict:
+        state = self.read()
+        previous = state.get("previous")
+        if not previous:
+            raise LearnError("no_previous", "no previous head to roll back to (active: {}); learn first".format(
+                state.get("active", SHIPPED)))
+        if previous != SHIPPED and not os.path.isdir(os.path.join(self.heads, previous)):
+            raise LearnError("bad_state", f"the previous head {previous} is gone from {self.heads}")
+        detail = {} if previous == SHIPPED else _head_summary(self.head_meta(previous))
+        return self.switch(previous, state.get("active", SHIPPED), detail)
+
+    def prune(self, keep) -> None:
+        if not os.path.isdir(self.heads):
+            return
+        names = sorted(n for n in os.listdir(self.heads) if not n.endswith(".partial"))
+        for name in names[:-KEEP_HEADS]:
+            if name not in keep:
+                shutil.rmtree(os.path.join(self.heads, name), ignore_errors=True)
+
+
+def _head_summary(meta: dict) -> dict:
+    return {"labels": meta.get("labels"), "n_user_examples": meta.get("n_user_examples"),
+            "learned_at": meta.get("learned_at")}
+
+
+def _write_json(path: str, data) -> None:
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def peak_rss_bytes() -> int:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # kB on Linux
+
+
+# ---- one learn ------------------------------------------------------------------------------------
+def learn(path, shipped: Head, anchor, features_of, state: HeadState, max_anchor_drop: float,
+          holdout: float = DEFAULT_HOLDOUT, emulated: bool = False) -> dict:
+    """Learn from the examples in ``path``; return the report (metrics only: no texts, no
+    features). ``anchor`` is (features, label names, check mask); ``features_of(texts)`` is
+    (features [n, d], number of texts truncated to the model's max length)."""
+    import numpy as np
+
+    started = time.perf_counter()
+    texts, labels = read_examples(path)
+    state.clean()
+    current = state.read()
+    active_id = current.get("active", SHIPPED)
+    active, old_x, old_labels = state.load(active_id, shipped)
+    t0 = time.perf_counter()
+    x, truncated = features_of(texts)
+    extract_ms = (time.perf_counter() - t0) * 1e3
+    train, held = holdout_split(labels, holdout)
+    a_x, a_labels, a_check = anchor
+    fit_idx = [i for i in range(len(a_labels)) if not a_check[i]]
+    chk_idx = [i for i in range(len(a_labels)) if a_check[i]]
+    t0 = time.perf_counter()
+    new = refit(active,
+                np.vstack([old_x, x[train]]) if len(old_x) else x[train],
+                list(old_labels) + [labels[i] for i in train],
+                a_x[fit_idx], [a_labels[i] for i in fit_idx])
+    fit_ms = (time.perf_counter() - t0) * 1e3
+    held_labels = [labels[i] for i in held]
+    chk_x, chk_labels = a_x[chk_idx], [a_labels[i] for i in chk_idx]
+    report = {
+        "n_examples": len(texts), "n_train": len(train), "n_heldout": len(held),
+        "truncated": int(truncated), "labels": sorted(set(labels)),
+        "new_classes": [lab for lab in new.labels if lab not in active.labels],
+        "before": accuracy(active, x[held], held_labels), "after": accuracy(new, x[held], held_labels),
+        "anchor_shipped": accuracy(shipped, chk_x, chk_labels),
+        "anchor_before": accuracy(active, chk_x, chk_labels), "anchor_after": accuracy(new, chk_x, chk_labels),
+        "max_anchor_drop": max_anchor_drop, "active_before": active_id, "method":
+        f"softmax output layer warm-started from the active head, L2 {L2_TO_INIT:g} towards it, hidden layers and "
+        "standardiser as shipped",
+    }
+    drop = report["anchor_shipped"]["accuracy"] - report["anchor_after"]["accuracy"]
+    report["anchor_drop"] = drop
+    report["switched"] = bool(drop <= max_anchor_drop + 1e-12)
+    if report["switched"]:
+        meta = {"learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "parent": active_id,
+                "n_user_examples": len(old_labels) + len(train),
+                "metrics": {k: report[k] for k in ("before", "after", "anchor_after", "anchor_drop")}}
+        all_labels = list(old_labels) + [labels[i] for i in train]
+        all_x = np.vstack([old_x, x[train]]) if len(old_x) else x[train]
+        head_id = state.write_head(new, all_x, all_labels, meta)
+        state.switch(head_id, active_id, _head_summary(dict(meta, labels=new.labels)))
+        state.prune(keep={head_id, active_id})
+        report["active"] = head_id
+        report["reason"] = "anchor accuracy {:.4f} vs shipped {:.4f}: drop {:.4f} <= {:g}".format(
+            report["anchor_after"]["accuracy"], report["anchor_shipped"]["accuracy"], drop, max_anchor_drop)
+    else:
+        report["active"] = active_id
+        report["reason"] = ("refused: the new head would forget: anchor accuracy {:.4f} vs shipped {:.4f} is a drop "
+                            "of {:.4f} > {:g}; the active head stays {}").format(
+            report["anchor_after"]["accuracy"], report["anchor_shipped"]["accuracy"], drop, max_anchor_drop,
+            active_id)
+    report.update({"learn_ms": (time.perf_counter() - started) * 1e3, "extract_ms": extract_ms,
+                   "fit_ms": fit_ms, "peak_rss_bytes": peak_rss_bytes(), "emulated": bool(emulated)})
+    return report
