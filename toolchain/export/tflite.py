@@ -229,9 +229,11 @@ def _load_saved(saved_head):
 
 def export_tflite(saved_head_path, model_path: str, out_dir: Path, max_length: int | None = None,
                   quantize: bool = False, env: Path | None = None,
-                  timeout: float = CONVERT_TIMEOUT_S) -> Path:
-    """Convert a candidate to ``out_dir/model.tflite`` (fp32, or dynamic-range int8 weights when
+                  timeout: float = CONVERT_TIMEOUT_S, name: str = "model.tflite", pruning=None) -> Path:
+    """Convert a candidate to ``out_dir/<name>`` (fp32, or dynamic-range int8 weights when
     ``quantize``), at the fixed input shape [1, max_length]; return the file's path.
+    ``pruning`` (export/vocab.py): the embedding table cut to the kept rows, and the remapped
+    tokenizer.json written beside it instead of the backbone's.
 
     ``saved_head_path`` is a saved head file (or a SavedHead); ``model_path`` the backbone
     folder or name. The converter env is created on demand (see ``ensure_converter_env``).
@@ -252,16 +254,21 @@ def export_tflite(saved_head_path, model_path: str, out_dir: Path, max_length: i
 
     ref_model = resolve_model(model_path)
     _, model = load_backbone(ref_model)
-    module = build_module(model, saved)
-    for name in TOKENIZER_FILES:
-        src, dst = Path(ref_model.path) / name, out_dir / name
-        if src.is_file() and not dst.exists():
+    module = build_module(model, saved, pruning=pruning)
+    for tok_file in TOKENIZER_FILES:
+        src, dst = Path(ref_model.path) / tok_file, out_dir / tok_file
+        if pruning is not None and tok_file in ("tokenizer.json", "vocab.txt"):
+            if tok_file == "tokenizer.json" and src.is_file():
+                from .vocab import write_pruned_tokenizer
+
+                write_pruned_tokenizer(src, dst, pruning)
+        elif src.is_file() and not dst.exists():
             shutil.copyfile(src, dst)
 
     ids = torch.zeros((1, max_length), dtype=torch.int64)
     mask = torch.ones((1, max_length), dtype=torch.int64)
     mode = "int8-dynamic" if quantize else "none"
-    target = out_dir / "model.tflite"
+    target = out_dir / name
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=out_dir) as tmp:
         program = Path(tmp) / "candidate.pt2"
         started = time.perf_counter()
@@ -294,7 +301,7 @@ def export_tflite(saved_head_path, model_path: str, out_dir: Path, max_length: i
         log.info("candidate %s: TFLite (%s) converted in %.1f s", saved.candidate.id, mode,
                  time.perf_counter() - started)
         os.replace(staging, target)
-    (out_dir / "model.tflite.json").write_text(json.dumps(
+    (out_dir / f"{name}.json").write_text(json.dumps(
         {**info, "candidate_id": saved.candidate.id, **describe_tflite(target)}, indent=2, sort_keys=True))
     return target
 
