@@ -477,10 +477,11 @@ def _adopt(cmd: click.Command) -> click.Command:
 def _register() -> None:
     from .cli_baseline import baseline
     from .cli_bundle import COMMANDS as bundle_commands
+    from .cli_personalise import COMMANDS as personalise_commands
     from .cli_results import results
     from .cli_targets import targets
 
-    for cmd in (targets, results, baseline, *bundle_commands):
+    for cmd in (targets, results, baseline, *bundle_commands, *personalise_commands):
         main.add_command(_adopt(cmd))
 
 

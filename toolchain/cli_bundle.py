@@ -216,6 +216,12 @@ def status(target, emulate, as_json) -> None:
         f"deployed {deployed.get('deployed_at', '?')} from {deployed.get('deployed_from', '?')}"
     )
     _echo_summary(lib.manifest_summary(result.get("manifest")))
+    head = result.get("head") or {"active": "shipped"}
+    if head.get("active") == "shipped":
+        click.echo("head     shipped (the bundle's own)")
+    else:
+        click.echo(f"head     personalised {head['active']} at {head.get('switched_at')}: "
+                   f"{len(head.get('labels') or [])} classes, {head.get('n_user_examples')} user examples")
     click.echo(f"versions {len(result.get('versions', []))} kept on the board")
 
 
