@@ -126,6 +126,9 @@ def _linux_payload(run_dir: Path, board: dict, cand: Candidate, base_id: str, fo
     from ..export.tolerances import TOLERANCES
 
     art_dir, meta = export_artefact(run_dir, base_id, cand.precision, vocab=cand.vocab)
+    from ..export.guard import refuse_infeasible
+
+    refuse_infeasible(meta, "not bundled")  # never shipped silently
     _copy(art_dir / "model.onnx", folder / "model.onnx")
     tokenizer = []
     for name in TOKENIZER_FILES:

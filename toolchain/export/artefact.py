@@ -30,7 +30,7 @@ from ..search.candidate import Candidate
 from ..search.fit import SavedHead
 from .quantize import RECIPES, apply_recipe
 from .text_inputs import TOKENIZER_FILES, batched_probs, encode, load_tokenizer, pack
-from .validate import ReferenceSet, compare, ort_session, run_reference, validate_artefact
+from .validate import ReferenceSet, ort_session, validate_artefact
 from .vocab import write_pruned_tokenizer
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,15 @@ def read_artefact(out_dir: Path) -> dict | None:
 
 
 def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
-                    max_accuracy_drop: float = 0.01, vocab: str | None = None) -> tuple[Path, dict]:
+                    max_accuracy_drop: float = 0.01, vocab: str | None = None,
+                    recipes: tuple[str, ...] | None = None, head_refit: bool = True) -> tuple[Path, dict]:
     """Export (or reuse) the artefact of ``candidate_id`` at ``precision``; ``vocab`` (``full`` or
-    ``pruned``) overrides the candidate's own (a pruned artefact uses the same head)."""
+    ``pruned``) overrides the candidate's own (a pruned artefact uses the same head).
+
+    int8: ``recipes`` (default: the precision's, in order) are tried until one holds the accuracy
+    guard (guard.py), then the head is refitted on the int8 features (qat.py) unless
+    ``head_refit`` is False. An artefact once built is reused whatever these two options are: its
+    artefact.json says which recipes were tried, whether the refit ran and the guard's verdict."""
     from ..rundir import RunDir
 
     run_dir = Path(run_dir)
@@ -161,7 +167,8 @@ def export_artefact(run_dir: Path, candidate_id: str, precision: str = "fp32",
                 meta = _fp32(board, saved, fp32_dir, dataset, full_vocab)
     if precision == "fp32":
         return fp32_dir, meta
-    return _quantized(run_dir, board, base, fp32_dir, meta, precision, max_accuracy_drop, dataset)
+    options = {"max_drop": max_accuracy_drop, "recipes": recipes, "head_refit": head_refit}
+    return _quantized(run_dir, board, base, fp32_dir, meta, precision, options, dataset)
 
 
 def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset, full_vocab=None) -> dict:
@@ -196,7 +203,7 @@ def _versions() -> dict:
             "onnxruntime": onnxruntime.__version__}
 
 
-def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, max_drop, dataset):
+def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, options, dataset):
     if precision not in RECIPES:
         raise QuantizationError(f"precision '{precision}' has no int8 recipe; use one of {', '.join(RECIPES)}")
     cand = replace(base, precision=precision)
@@ -209,54 +216,9 @@ def _quantized(run_dir, board, base, fp32_dir, fp32_meta, precision, max_drop, d
     with directory_lock(out_dir):
         meta = read_artefact(out_dir)  # built by another worker while this one waited?
         if meta is None:
-            meta = _quantize(board, base, cand, out_dir, fp32_dir, fp32_meta, precision, max_drop, dataset)
+            from .int8 import Conversion, quantize_artefact
+
+            tools = Conversion(apply_recipe, _CONVERTING, artefact_accuracy, _versions(), OPSET, N_CALIBRATION)
+            meta = quantize_artefact(board, base, cand, out_dir, fp32_dir, fp32_meta, dataset, tools, **options)
+            meta = _finish(out_dir, meta)
     return out_dir, meta
-
-
-def _quantize(board, base, cand, out_dir, fp32_dir, fp32_meta, precision, max_drop, dataset) -> dict:
-    ref = ReferenceSet.load(fp32_dir / "reference.npz")
-    tok = load_tokenizer(fp32_dir, base.max_length)
-
-    def calibration():
-        rng = np.random.default_rng(0)
-        pick = rng.choice(len(dataset.train), size=min(N_CALIBRATION, len(dataset.train)), replace=False)
-        return [(x[None, :], np.ones((1, len(x)), np.int64)) for x in encode(tok, [dataset.train.texts[i] for i in pick])]
-
-    tried = []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES + ("reference.npz",):
-        if (fp32_dir / name).is_file():
-            shutil.copyfile(fp32_dir / name, out_dir / name)
-    best = None
-    for recipe in RECIPES[precision]:
-        staging = out_dir / f".{recipe}.onnx"
-        with _CONVERTING:
-            apply_recipe(recipe, fp32_dir / "model.onnx", staging, calibration)
-        check = compare(run_reference(ort_session(staging), ref), ref, precision)
-        acc = artefact_accuracy(staging, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
-        drop = fp32_meta["val_acc"] - acc
-        tried.append({"recipe": recipe, "val_acc": acc, "accuracy_drop": drop, "validation": check.to_dict(),
-                      "model_bytes": staging.stat().st_size})
-        log.info("%s %s: val acc %.4f (drop %.4f), max |dprob| %.3g", cand.id, recipe, acc, drop, check.max_abs_prob)
-        if best is None or acc > best[1]:
-            best = (recipe, acc, check, staging)
-        if check.passed and drop <= max_drop:
-            break
-    recipe, acc, check, staging = best
-    staging.replace(out_dir / "model.onnx")
-    for leftover in out_dir.glob(".*.onnx"):
-        leftover.unlink()
-    ok = check.passed and fp32_meta["val_acc"] - acc <= max_drop
-    guard = ("ok" if recipe == RECIPES[precision][0] else "fell back") if ok else "failed"
-    if not ok:
-        log.warning("%s: no %s recipe kept accuracy within %.1f points; kept %s", cand.id, precision,
-                    100 * max_drop, recipe)
-    meta = _finish(out_dir, {
-        "schema": 1, "candidate": cand.to_dict(), "candidate_id": cand.id, "base_candidate_id": base.id,
-        "precision": precision, "recipe": recipe, "recipes_tried": tried, "validation": check.to_dict(),
-        "val_acc": acc, "fp32_val_acc": fp32_meta["val_acc"], "accuracy_drop": fp32_meta["val_acc"] - acc,
-        "max_accuracy_drop": max_drop, "accuracy_guard": guard, "opset": OPSET,
-        "label_names": board["label_names"], "exporter": "torch.onnx (TorchScript) + onnxruntime.quantization",
-        "versions": _versions(), "runtime": "onnxruntime", "max_length": base.max_length,
-    })
-    return meta

@@ -9,24 +9,37 @@ Known failure: per-tensor dynamic int8 wrecks small BERTs (onnxruntime #11286, #
 here on MiniLM-L6: per-tensor kept a mean cosine of 0.957 to fp32, per-channel 0.9915. So the
 guard falls back: per-channel → also skip the embedding and attention-output nodes → static
 calibration on training text.
+
+Recipes chosen by measurement: ``dynamic-per-channel-keep-worst-K`` measures every node's own
+int8 error on the calibration inputs (:mod:`toolchain.export.node_error`) and keeps the K worst
+in fp32; ``static-qdq-percentile`` / ``static-qdq-entropy`` calibrate activation ranges on
+training text with a 99.99th-percentile or an entropy (KL) criterion instead of min/max, which
+an outlier activation stretches. Every backbone recipe keeps the head's MatMuls fp32
+(``keep_fp32``): the head is tiny, and the quantization-aware refit (qat.py) replaces exactly
+those weights. Each recipe reports the nodes it left fp32 (``fp32_nodes``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+KEEP_WORST = 4  # nodes a keep-worst recipe leaves fp32: "a few"; MiniLM-L6 has ~37 quantizable
 RECIPES = {
-    "int8-dynamic": ("dynamic-per-tensor", "dynamic-per-channel", "dynamic-per-channel-skip-sensitive",
+    "int8-dynamic": ("dynamic-per-tensor", "dynamic-per-channel", f"dynamic-per-channel-keep-worst-{KEEP_WORST}",
+                     "dynamic-per-channel-skip-sensitive", "static-qdq-percentile", "static-qdq-entropy",
                      "static-qdq-per-channel"),
-    "int8-static": ("static-qdq-per-channel", "dynamic-per-channel-skip-sensitive"),
+    "int8-static": ("static-qdq-per-channel", "static-qdq-percentile", "static-qdq-entropy",
+                    "dynamic-per-channel-skip-sensitive"),
     "int8-head": ("head-dynamic-per-channel",),
 }
+# Recipes that quantize the backbone (and keep the head fp32, so that it can be refitted).
+BACKBONE_PRECISIONS = ("int8-dynamic", "int8-static")
 
 
 def _node_names(model_path: Path) -> list[tuple[str, str]]:
@@ -68,36 +81,102 @@ class _Calibration:
 
 
 def apply_recipe(recipe: str, fp32: Path, out: Path,
-                 calibration: Callable[[], list[tuple[np.ndarray, np.ndarray]]]) -> Path:
-
+                 calibration: Callable[[], list[tuple[np.ndarray, np.ndarray]]],
+                 keep_fp32: Sequence[str] = ()) -> dict:
+    """Write ``out`` quantized by ``recipe``, leaving the nodes ``keep_fp32`` in fp32; returns what
+    it did: ``fp32_nodes`` (every quantizable node left fp32, by name) and, for a keep-worst
+    recipe, the measured per-node errors it chose from."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # onnxruntime.quantization logs advice on the root logger at WARNING for every call.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        return _apply(recipe, fp32, out, calibration)
+        return _apply(recipe, fp32, out, calibration, list(keep_fp32))
     finally:
         root.setLevel(level)
 
 
-def _apply(recipe, fp32, out, calibration):
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+def known_recipe(recipe: str) -> bool:
+    """A recipe of some precision, or keep-worst with any K (``dynamic-per-channel-keep-worst-K``)."""
+    return any(recipe in r for r in RECIPES.values()) or _keep_worst(recipe) is not None
 
+
+def _keep_worst(recipe: str) -> int | None:
+    prefix = "dynamic-per-channel-keep-worst-"
+    return int(recipe[len(prefix):]) if recipe.startswith(prefix) and recipe[len(prefix):].isdigit() else None
+
+
+def _apply(recipe, fp32, out, calibration, keep):
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    info: dict = {}
+    dynamic = {"per_channel": True, "weight_type": QuantType.QInt8, "reduce_range": True}
+    static_calib = {"static-qdq-per-channel": (CalibrationMethod.MinMax, {}),
+                    "static-qdq-percentile": (CalibrationMethod.Percentile, {"CalibPercentile": 99.99}),
+                    "static-qdq-entropy": (CalibrationMethod.Entropy, {})}
+    worst = _keep_worst(recipe)
     if recipe == "dynamic-per-tensor":
-        quantize_dynamic(fp32, out, per_channel=False, weight_type=QuantType.QInt8, reduce_range=True)
+        excluded = keep
+        quantize_dynamic(fp32, out, **{**dynamic, "per_channel": False}, nodes_to_exclude=excluded)
     elif recipe == "dynamic-per-channel":
-        quantize_dynamic(fp32, out, per_channel=True, weight_type=QuantType.QInt8, reduce_range=True)
+        excluded = keep
+        quantize_dynamic(fp32, out, **dynamic, nodes_to_exclude=excluded)
+    elif worst is not None:
+        from .node_error import measure_node_errors
+
+        errors = measure_node_errors(fp32, calibration(), skip=keep)
+        excluded = keep + [e.name for e in errors[:worst]]
+        info["node_errors"] = [e.to_dict() for e in errors]
+        quantize_dynamic(fp32, out, **dynamic, nodes_to_exclude=excluded)
     elif recipe == "dynamic-per-channel-skip-sensitive":
-        quantize_dynamic(fp32, out, per_channel=True, weight_type=QuantType.QInt8, reduce_range=True,
-                         nodes_to_exclude=sensitive_nodes(fp32))
+        excluded = keep + sensitive_nodes(fp32)
+        quantize_dynamic(fp32, out, **dynamic, nodes_to_exclude=excluded)
     elif recipe == "head-dynamic-per-channel":
-        quantize_dynamic(fp32, out, per_channel=True, weight_type=QuantType.QInt8, reduce_range=True,
-                         nodes_to_quantize=head_nodes(fp32))
-    elif recipe == "static-qdq-per-channel":
+        excluded = []
+        quantize_dynamic(fp32, out, **dynamic, nodes_to_quantize=head_nodes(fp32))
+    elif recipe in static_calib:
+        method, extra = static_calib[recipe]
+        # MatMuls only (the Gather of a static recipe would need its own calibration): the
+        # embedding lookups stay fp32, and so do the sensitive attention outputs.
+        excluded = keep + sensitive_nodes(fp32)
         quantize_static(fp32, out, _Calibration(calibration()), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul"], nodes_to_exclude=sensitive_nodes(fp32))
+                        op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded, calibrate_method=method,
+                        extra_options=extra)
     else:
         raise ValueError(f"unknown quantization recipe {recipe!r}")
-    return out
+    info["fp32_nodes"] = fp32_nodes(fp32, out, recipe, excluded)
+    info["n_quantizable"] = _n_quantizable(fp32)
+    return info
+
+
+def _n_quantizable(fp32: Path) -> int:
+    import onnx
+
+    from .node_error import quantizable_nodes
+
+    return len(quantizable_nodes(onnx.load(str(fp32), load_external_data=False)))
+
+
+def fp32_nodes(fp32: Path, out: Path, recipe: str, excluded: Sequence[str]) -> list[str]:
+    """The quantizable nodes (MatMul with a constant weight, Gather on a table) the recipe left
+    fp32: excluded by name, or outside the op types it quantizes."""
+    import onnx
+
+    from .node_error import quantizable_nodes
+
+    names = [n.name for n, _, _ in quantizable_nodes(onnx.load(str(fp32), load_external_data=False))]
+    if recipe == "head-dynamic-per-channel":
+        heads = set(head_nodes(fp32))
+        return [n for n in names if n not in heads]
+    if recipe.startswith("static-qdq"):
+        ops = {n.name: n.op_type for n in onnx.load(str(fp32), load_external_data=False).graph.node}
+        return [n for n in names if n in set(excluded) or ops[n] != "MatMul"]
+    return [n for n in names if n in set(excluded)]

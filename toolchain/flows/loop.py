@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..boards.base import Target
+from ..export import guard
 from ..features.backbone import backbone_info, resolve_model
 from ..profiling.cost_model import CostModel, mix_tokens, prediction_report
 from ..profiling.records import CostRecord
@@ -29,11 +30,16 @@ def _variants(board: dict, run_dir: Path, precisions) -> list[dict]:
         for p in precisions:
             cand = replace(base, precision=p)
             art = run_dir / "artefacts" / cand.id / "artefact.json"
-            acc, source = c["val_acc"], "head (PyTorch)"
+            acc, source, infeasible = c["val_acc"], "head (PyTorch)", ""
             if art.is_file():
-                acc, source = json.loads(art.read_text())["val_acc"], "artefact"
+                meta = json.loads(art.read_text())
+                acc, source = meta["val_acc"], "artefact"
+                # An int8 variant whose guard failed after every recipe and the head refit is
+                # never selected, whatever its cost (export/guard.py).
+                infeasible = guard.reason(meta) if guard.is_infeasible(meta) else ""
             out.append({"cand": cand, "base_id": c["id"], "val_acc": acc, "acc_source": source,
-                        "head_params": c.get("head_params", 0), "test_acc": c.get("test_acc")})
+                        "head_params": c.get("head_params", 0), "test_acc": c.get("test_acc"),
+                        "quant_infeasible": infeasible})
     return out
 
 
@@ -104,7 +110,7 @@ def rank(board, run_dir, precisions, store, target, infos, seq_len, budgets, tol
     costs = [model.predict(v["cand"], v["head_params"], 2 * v["head_params"]) for v in variants]
     accs = [v["val_acc"] for v in variants]
     lat = [c.latency_ms for c in costs]
-    feasible = [not budgets.violations(c) for c in costs]
+    feasible = [not budgets.violations(c) and not v["quant_infeasible"] for c, v in zip(costs, variants, strict=True)]
     front = pareto_front(list(zip(accs, lat, strict=True)))
     return variants, model, costs, feasible, front, select(accs, lat, feasible, tolerance)
 
@@ -198,7 +204,8 @@ def co_design(run_dir: Path, target: Target, store, *, rounds: int = 3, top_k: i
         c = costs[i]
         row = {"id": v["cand"].id, "base_id": v["base_id"], **v["cand"].to_dict(), "val_acc": v["val_acc"],
                "acc_source": v["acc_source"], "cost": c.to_dict(), "pareto": front[i],
-               "feasible": feasible[i], "infeasible_reasons": budgets.violations(c)}
+               "feasible": feasible[i],
+               "infeasible_reasons": budgets.violations(c) + ([v["quant_infeasible"]] if v["quant_infeasible"] else [])}
         if c.source == "measured":
             recs = model.measured_for(v["cand"])
             # The model given the measured inputs' lengths (the run's median when unknown).

@@ -30,6 +30,7 @@ from ..errors import (
     ValidationMismatchError,
 )
 from ..export.artefact import export_artefact
+from ..export.guard import refuse_infeasible
 from ..export.tolerances import ON_TARGET
 from ..export.validate import ort_session
 from ..profiling.records import CostRecord
@@ -142,6 +143,8 @@ def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str,
                 run_id: str) -> CostRecord:
     artefact_dir, meta = export_artefact(run_dir, base_id, precision)
     fp32_dir = artefact_dir if precision == "fp32" else export_artefact(run_dir, base_id, "fp32")[0]
+    # An int8 variant the accuracy guard found infeasible is never measured (nor selected).
+    refuse_infeasible(meta, "not measured")
     check = meta.get("validation") or {}
     if precision != "fp32" and check.get("passed") is False:
         # Kept as the best recipe tried, but already outside its tolerance on the host: there is
