@@ -29,6 +29,9 @@ typedef struct {
     const int32_t *bias;    /* input zero point already folded in */
     const int32_t *mult;    /* Q31 requantisation multiplier per output channel */
     const int32_t *shift;   /* >0: left shift, <=0: rounding right shift */
+    /* Set by cs_model_parse: every multiplier > INT32_MIN and every shift <= 0, so the DSP
+     * kernels may skip the saturation and left-shift cases (kernels_internal.h). */
+    uint32_t requant_fast;
 } cs_layer_t;
 
 typedef struct {
@@ -52,6 +55,11 @@ void cs_model_run(const cs_model_t *model, const int8_t *x, int8_t *y);
 int32_t cs_requantize(int32_t acc, int32_t mult, int32_t shift);
 void cs_dense_s8(const cs_layer_t *layer, const int8_t *x, int8_t *y);
 uint32_t cs_argmax_s8(const int8_t *v, uint32_t n);
+/* Embedding bag: acc[d] += table[ids[t] * dim + d] for every t < n (int32 sums, exact). */
+void cs_embed_bag_s8(const int8_t *table, uint32_t dim, const uint16_t *ids, uint32_t n,
+                     int32_t *acc);
+/* "dsp" (kernels_dsp.c, SMLAD/SXTB16) or "portable" (kernels.c): which kernels were built. */
+extern const char *const cs_kernels_variant;
 
 /* Reply printing (no printf: the bare-metal ports have no libc). Every byte goes through
  * cs_putc, which folds it into the reply's frame check; cs_reply_begin seeds that check with

@@ -1,9 +1,12 @@
 /*
  * int8 kernels, TFLite integer-only scheme: int8 weights (symmetric, per output channel),
  * int32 accumulation, requantisation by a Q31 multiplier and a power-of-two shift.
- * toolchain/mcu/reference.py is the bit-exact numpy twin of this file.
+ * toolchain/mcu/reference.py is the bit-exact numpy twin of this file. These are the portable
+ * kernels (posix, cores without the DSP extension); kernels_dsp.c replaces cs_dense_s8 and
+ * cs_embed_bag_s8 when __ARM_FEATURE_DSP is defined.
  */
 #include "cs_core.h"
+#include "kernels_internal.h"
 
 /* gemmlowp SaturatingRoundingDoublingHighMul. The division by 2^31 truncates toward zero
  * (C semantics) and is written with shifts so no 64-bit division helper is needed. */
@@ -34,6 +37,9 @@ int32_t cs_requantize(int32_t acc, int32_t mult, int32_t shift) {
     return rdbpot(srdhm((int32_t)v, mult), right);
 }
 
+#ifndef CS_KERNELS_DSP
+const char *const cs_kernels_variant = "portable";
+
 void cs_dense_s8(const cs_layer_t *layer, const int8_t *x, int8_t *y) {
     const uint32_t in = layer->in;
     /* ReLU is fused as a clamp at the output zero point, as TFLite does. */
@@ -52,6 +58,15 @@ void cs_dense_s8(const cs_layer_t *layer, const int8_t *x, int8_t *y) {
         y[o] = (int8_t)r;
     }
 }
+
+void cs_embed_bag_s8(const int8_t *table, uint32_t dim, const uint16_t *ids, uint32_t n,
+                     int32_t *acc) {
+    for (uint32_t t = 0; t < n; t++) {
+        const int8_t *row = table + (size_t)ids[t] * dim;
+        for (uint32_t d = 0; d < dim; d++) acc[d] += row[d];
+    }
+}
+#endif /* !CS_KERNELS_DSP */
 
 uint32_t cs_argmax_s8(const int8_t *v, uint32_t n) {
     uint32_t best = 0;

@@ -46,8 +46,11 @@ const char *cs_model_parse(const uint8_t *blob, uint32_t len, cs_model_t *m) {
         L->mult = L->bias + L->out;
         L->shift = L->mult + L->out;
         off += 12u * L->out;
-        for (uint32_t o = 0; o < L->out; o++)
+        L->requant_fast = 1;
+        for (uint32_t o = 0; o < L->out; o++) {
             if (L->shift[o] < -31 || L->shift[o] > 30) return "shift out of range";
+            if (L->shift[o] > 0 || L->mult[o] == INT32_MIN) L->requant_fast = 0;
+        }
         prev_out = L->out;
     }
     if (prev_out != m->out_dim) return "output dim mismatch";

@@ -30,8 +30,9 @@ def harness(tmp_path_factory) -> Path:
     if shutil.which("cc") is None:
         pytest.skip("a host C compiler is needed (apt-get install gcc)")
     exe = tmp_path_factory.mktemp("harness") / "harness"
-    src = [FIRMWARE / "src" / f for f in ("kernels.c", "model.c", "crc32.c")]
-    cmd = ["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{FIRMWARE / 'include'}"]
+    src = [FIRMWARE / "src" / f for f in ("kernels.c", "kernels_dsp.c", "model.c", "crc32.c")]
+    cmd = ["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{FIRMWARE / 'include'}",
+           f"-I{FIRMWARE / 'src'}"]
     cmd += [str(HERE / "harness.c"), *map(str, src), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
