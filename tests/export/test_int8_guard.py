@@ -174,3 +174,30 @@ def test_refit_head_fold_equals_standardised_head():
     np.testing.assert_allclose(run_dense(folded, x), plain.logits(std(x)), rtol=1e-4, atol=1e-4)
     again = refit_head("softmax", 3, 0, x, y, 2)
     assert all(np.array_equal(p.weight, q.weight) for p, q in zip(folded, again, strict=True))
+
+
+@pytest.mark.parametrize("recipe", ["static-qdq-percentile", "static-qdq-entropy"])
+def test_histogram_recipes_calibrate_on_inputs_of_different_lengths(tiny_int8_run, tmp_path, recipe):
+    # onnxruntime's histogram calibrators stack activations across samples; real-length inputs
+    # of different lengths raised "inhomogeneous shape" there (CI's rpi4 profile, a traceback).
+    run_dir = _fresh_copy(tiny_int8_run, tmp_path / "run")
+    cid = max((c for c in json.loads((run_dir / "leaderboard.json").read_text())["candidates"]
+               if (run_dir / "heads" / f"{c['id']}.safetensors").is_file() and c["depth"] > 0),
+              key=lambda c: (c["val_acc"], c["id"]))["id"]
+    out, meta = export_artefact(run_dir, cid, "int8-static", recipes=(recipe,), head_refit=False)
+    assert meta["recipe"] == recipe and "skipped" not in meta["recipes_tried"][0]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really calibrated and quantized
+
+
+def test_padded_calibration_has_one_length_and_keeps_the_real_tokens():
+    from toolchain.export.quantize import padded_to_common_length
+
+    samples = [(np.array([[101, 7, 102]]), np.ones((1, 3), np.int64)),
+               (np.array([[101, 102]]), np.ones((1, 2), np.int64))]
+    padded = padded_to_common_length(samples)
+    assert {ids.shape for ids, _ in padded} == {(1, 3)}
+    assert padded[1][0].tolist() == [[101, 102, 0]] and padded[1][1].tolist() == [[1, 1, 0]]
+    assert padded[0][0].tolist() == [[101, 7, 102]]

@@ -5,7 +5,6 @@ files written from tests/conftest.py's toy rows plus a third, new class."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -23,19 +22,7 @@ bundle_run = _bundle.bundle_run
 host_board = _bundle.host_board
 _trust_the_session_bundles = _bundle._trust_the_session_bundles
 
-# A class the session's bundles have never seen: its own words, so that even the tiny random
-# encoder's features tell it apart (as tests/conftest.py's toy classes are told apart).
-_NEW = ("blue", "green", "purple", "orange", "yellow", "violet", "teal", "crimson")
-
-
-def new_class_rows(n: int, offset: int = 0) -> list[tuple[str, str]]:
-    return [(f"paint it {_NEW[i % len(_NEW)]} {_NEW[(i + 5) % len(_NEW)]} please", "colour")
-            for i in range(offset, offset + n)]
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
-    return path
+from personalise_rows import new_class_rows, write_jsonl  # noqa: E402
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_bad_file_on_the_board_switches_nothing(deployed_host, tmp_path):
 
 
 def test_long_texts_are_truncated_and_counted(deployed_host, examples, toy_rows):
-    from conftest import new_class_rows
+    from personalise_rows import new_class_rows
 
     long = [(" ".join(["really"] * 300) + " " + t, lab) for t, lab in toy_rows(2, 5000)]
     report = deployed_host.personalise(examples("long.jsonl", toy_rows(8, 3000) + new_class_rows(12) + long))

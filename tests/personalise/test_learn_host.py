@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import new_class_rows
+from personalise_rows import new_class_rows
 
 from toolchain.bundle.deploy import status
 from toolchain.bundle.manifest import read_manifest

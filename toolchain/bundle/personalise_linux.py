@@ -19,7 +19,10 @@ from ..errors import DatasetError, DeployError
 from .deploy import BoardShell, _readlink, _version_name, deploy_root
 
 
-def _runner(shell: BoardShell, root: str, argv: list, timeout: float, what: str) -> dict:
+def _runner(shell: BoardShell, root: str, argv: list, timeout: float, what: str,
+            names: tuple[str, str] | None = None) -> dict:
+    """The runner's JSON report; an error names the user's own file (``names`` = the uploaded
+    copy's path and the local one), never the board-side copy's random name."""
     proc = shell.run(["python3", f"{root}/current/runner.py", *argv], timeout)
     lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
     try:
@@ -30,7 +33,9 @@ def _runner(shell: BoardShell, root: str, argv: list, timeout: float, what: str)
         err = (proc.stderr or proc.stdout or "").strip()[-600:]
         raise DeployError(f"{what} on {shell.label} exited {proc.returncode} without a report: {err}")
     if not report.get("ok"):
-        kind, msg = report.get("error_kind"), report.get("error")
+        kind, msg = report.get("error_kind"), str(report.get("error"))
+        if names:
+            msg = msg.replace(*names)
         if kind == "bad_examples":
             raise DatasetError(f"{msg} (nothing was switched)")
         raise DeployError(f"{what} on {shell.label} failed ({kind}): {msg}; nothing was switched")
@@ -68,7 +73,8 @@ def personalise_linux(target, examples: Path, *, shell: BoardShell, max_anchor_d
     shell.checked(["mkdir", "-p", "--", f"{root}/state/incoming"])
     try:
         shell.upload(examples, remote)
-        report = _runner(shell, root, argv, target.spec.connection.command_timeout_s, "the learn")
+        report = _runner(shell, root, argv, target.spec.connection.command_timeout_s, "the learn",
+                         names=(remote, str(examples)))
     finally:
         shell.run(["rm", "-f", "--", remote])
     report.update({"target": target.spec.name, "board": shell.label, "version": current,

@@ -64,6 +64,25 @@ def head_nodes(model_path: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(i in heads for i in n.input)]
 
 
+def padded_to_common_length(samples: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batch-1 inputs padded (id 0, mask 0) to the longest one's length.
+
+    ONNX Runtime's histogram calibrators (percentile, entropy) stack every sample's activations
+    into one array, so real-length inputs of different lengths fail inside onnxruntime
+    ("inhomogeneous shape"; seen on CI's rpi4 profile). MinMax reduces each sample on its own and
+    keeps real lengths. The padded positions' activations enter the histograms too: a small bias
+    towards [PAD] rows, accepted for these two recipes only.
+    """
+    if not samples:
+        return samples
+    n = max(ids.shape[1] for ids, _ in samples)
+    out = []
+    for ids, mask in samples:
+        pad = n - ids.shape[1]
+        out.append((np.pad(ids, ((0, 0), (0, pad))), np.pad(mask, ((0, 0), (0, pad)))))
+    return out
+
+
 class _Calibration:
     """ONNX Runtime CalibrationDataReader over real training inputs (batch 1, real lengths)."""
 
@@ -146,7 +165,10 @@ def _apply(recipe, fp32, out, calibration, keep):
         # MatMuls only (the Gather of a static recipe would need its own calibration): the
         # embedding lookups stay fp32, and so do the sensitive attention outputs.
         excluded = keep + sensitive_nodes(fp32)
-        quantize_static(fp32, out, _Calibration(calibration()), quant_format=QuantFormat.QDQ,
+        samples = calibration()
+        if method != CalibrationMethod.MinMax:
+            samples = padded_to_common_length(samples)
+        quantize_static(fp32, out, _Calibration(samples), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded, calibrate_method=method,
                         extra_options=extra)
