@@ -178,7 +178,10 @@ def test_every_epoch_is_recorded_and_rows_default_to_the_whole_split(tiny_bert, 
     for e in result.epoch_curve:
         assert e["val_loss"] > 0 and e["train_loss"] > 0
     assert result.epoch_curve[0]["seconds"] <= result.epoch_curve[1]["seconds"]
-    assert result.peak_rss_bytes >= result.peak_memory_bytes > 0  # lifetime peak >= the run's
+    # getrusage's peak is the lifetime one where the kernel keeps it apart from VmHWM; where the
+    # VmHWM reset also resets it, the two read one high-water mark at two moments (seen in CI:
+    # 76 KiB apart). Either way it is not meaningfully below the run's own peak.
+    assert result.peak_memory_bytes > 0 and result.peak_rss_bytes >= 0.99 * result.peak_memory_bytes
 
 
 def test_max_train_subsamples_stratified(tiny_bert, toy_dataset):

@@ -123,7 +123,7 @@ class FinetuneResult:
     test_seconds: float
     peak_memory_bytes: int
     peak_memory_source: str  # cuda_max_allocated | rss_hwm (reset at start) | rss_hwm_process
-    peak_rss_bytes: int  # resource.getrusage(RUSAGE_SELF).ru_maxrss: the process's lifetime peak
+    peak_rss_bytes: int  # resource.getrusage(RUSAGE_SELF).ru_maxrss (the run's peak once VmHWM is reset; see measure.py)
     backbone_params: int
     head_params: int
     loss_curve: list[tuple[int, float]] = field(

@@ -83,8 +83,9 @@ class PeakMemory:
 
 
 def peak_rss_bytes() -> int:
-    """The process's lifetime peak RSS from ``resource.getrusage`` (ru_maxrss: KiB on Linux);
-    unlike VmHWM it cannot be reset, so it also covers what ran before the fine-tuning."""
+    """Peak RSS from ``resource.getrusage`` (ru_maxrss: KiB on Linux). Linux computes it from the
+    same high-water mark as VmHWM, so after PeakMemory's reset it covers the run, not the
+    process's lifetime (seen in CI: both within 76 KiB)."""
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
