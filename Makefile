@@ -12,7 +12,7 @@ PROFILE_ARGS ?=
 LITERT_ENV ?= $(HOME)/.cache/codesign/envs/litert-torch
 export CODESIGN_LITERT_ENV := $(LITERT_ENV)
 
-.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale clean firmware converter-env
+.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale bench-personalise clean firmware converter-env
 
 install: $(STAMP)
 
@@ -69,6 +69,11 @@ bench-loop: install
 # on 3 GiB of features under a 1 GiB RSS cap (README, docs/scaling.md).
 bench-scale: install
 	$(BIN)/python benchmarks/scale_bench.py --extract-texts 8192
+
+# trec with NUM withheld, k = 5..50 per class; emotion user slice; learn cost on host and the rpi4
+# stand-in (emulated). README "Personalisation on the board".
+bench-personalise: install
+	$(BIN)/python benchmarks/personalise_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
