@@ -21,6 +21,8 @@ _spec.loader.exec_module(_bundle)
 bundle_run = _bundle.bundle_run
 host_board = _bundle.host_board
 _trust_the_session_bundles = _bundle._trust_the_session_bundles
+ssh_board = _bundle.ssh_board  # the stand-in rpi4 (skips where it cannot run)
+rpi4_env = _bundle.rpi4_env
 
 from personalise_rows import new_class_rows, write_jsonl  # noqa: E402
 
