@@ -75,7 +75,7 @@ def run_options(fn):
         click.option("--dataset", default="trec", show_default=True,
                      help="Preset (sst2, emotion, trec) or a dataset spec .toml."),
         click.option("--text-field", default=None,
-                     help="Text column (key) when --dataset is a .csv/.tsv/.jsonl file or hf:NAME[:CONFIG] "
+                     help="Text column (key) when --dataset is a .csv/.tsv/.jsonl/.parquet file or hf:NAME[:CONFIG] "
                           "(docs/datasets.md)  [default: text]"),
         click.option("--label-field", default=None,
                      help="Label column (key) of a --dataset data file or hf: id  [default: label]"),
@@ -118,6 +118,9 @@ def search_options(fn):
         click.option("--vocab", "vocabs", multiple=True, type=click.Choice(("full", "pruned")), default=("full",),
                      show_default=True, help="Vocabulary: full, or pruned to the training split's tokens "
                                              "(smaller embedding table); repeat to search both."),
+        click.option("--memory-budget-mib", type=click.IntRange(0, 1 << 30), default=None,
+                     help="Fit a candidate streamed from the mapped cache when its inputs would take "
+                          "more than this many MiB (0: every fit; default: half the memory available at the start)."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -146,7 +149,7 @@ def _config(**kw):
         max_eval_per_class=kw["max_eval_per_class"], seed=kw.get("seed", 0), run_dir=kw.get("run_dir"),
         jobs=kw.get("jobs"), screen_rows=kw.get("screen_rows", 4_000),
         device=kw.get("device", "cpu"), dtype=kw.get("dtype", "float32"),
-        vocabs=tuple(kw.get("vocabs") or ("full",)),
+        vocabs=tuple(kw.get("vocabs") or ("full",)), memory_budget_mib=kw.get("memory_budget_mib"),
     )
 
 

@@ -56,7 +56,7 @@ def test_the_ref_round_trips_any_field_name(tmp_path):
 
 
 def test_fields_are_refused_for_a_preset_or_spec(tmp_path):
-    with pytest.raises(ConfigError, match="--text-field / --label-field apply to a .csv/.tsv/.jsonl file"):
+    with pytest.raises(ConfigError, match="--text-field / --label-field apply to a .csv/.tsv/.jsonl/.parquet file"):
         dataset_ref("trec", text_field="x")
     with pytest.raises(ConfigError, match="set text_field / label_field in the dataset spec"):
         dataset_ref(str(tmp_path / "s.toml"), label_field="x")
@@ -97,7 +97,7 @@ def test_cli_passes_text_and_label_fields_to_the_loader(tmp_path):
     bad = _invoke("extract", "--dataset", data, "--text-field", "sentence", "--model", tmp_path / "no-model")
     assert bad.exit_code == 3 and "no column 'label' (columns: sentence, y)" in bad.stderr, bad.stderr
     refused = _invoke("extract", "--dataset", "trec", "--label-field", "y", "--model", tmp_path / "no-model")
-    assert refused.exit_code == 2 and "apply to a .csv/.tsv/.jsonl file" in refused.stderr
+    assert refused.exit_code == 2 and "apply to a .csv/.tsv/.jsonl/.parquet file" in refused.stderr
 
 
 def test_a_run_records_the_fields_inside_its_dataset_string(tmp_path):

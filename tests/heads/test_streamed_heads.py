@@ -133,3 +133,24 @@ def test_a_streamed_candidate_equals_the_in_memory_one(features, head, size, com
         np.testing.assert_allclose(memory.mix, streamed.mix, atol=1e-6)
     _assert_heads_close(memory.head, streamed.head, atol)
     assert memory.val_acc == streamed.val_acc
+
+
+def test_fit_all_streams_only_the_candidates_over_the_budget_in_a_pool_too(features):
+    from toolchain.search.parallel import fit_all
+
+    feats, y, n_classes = features
+    cands = [Candidate(backbone="tiny2", max_length=32, layers=layers, combine=combine, pooling="mean",
+                       head="elm", head_size=32)
+             for layers, combine in (((1,), "single"), ((2,), "single"), ((1, 3), "concat"), ((0, 2), "concat"))]
+    unbounded = fit_all(cands, {("tiny2", 32): FeatureBank(feats, y, n_classes)}, 0, 1, lambda n: None)
+    bank = FeatureBank(feats, y, n_classes)
+    single, concat = bank.working_set_bytes(cands[0]), bank.working_set_bytes(cands[2])
+    assert single < concat
+    budgeted = FeatureBank(feats, y, n_classes, memory_budget_bytes=single * 2)  # pool's prepare fits
+    fitted = fit_all(cands, {("tiny2", 32): budgeted}, 0, 2, lambda n: None)
+    assert [fc.candidate.id for fc in fitted] == [c.id for c in cands]  # in the order given
+    assert [fc.streamed for fc in fitted] == [False, False, True, True]
+    for a, b in zip(unbounded, fitted, strict=True):
+        _assert_heads_close(a.head, b.head, 1e-6)
+        assert a.val_acc == b.val_acc
+        assert a.evaluate(bank, "validation") == b.evaluate(budgeted, "validation")

@@ -99,7 +99,7 @@ CASES = [
           "no column 'sentence'", ("--text-field", "sentence")),
     _file("a data file of an unknown kind", "d.txt", "text,label\n" + ROWS, "unknown suffix '.txt'"),
     _case("dataset file", "a data file that does not exist", {}, "missing.csv", "no such file"),
-    _case("dataset spec", "--label-field with a preset", {}, "trec", "apply to a .csv/.tsv/.jsonl file",
+    _case("dataset spec", "--label-field with a preset", {}, "trec", "apply to a .csv/.tsv/.jsonl/.parquet file",
           ("--label-field", "y")),
     _case("dataset spec", "an hf: id with the hub unreachable", {}, "hf:no-such-owner/no-such-data",
           "the hub is unreachable", around=_offline_hub),

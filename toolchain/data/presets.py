@@ -60,10 +60,10 @@ def preset_spec(name: str, root: Path | None = None) -> DatasetSpec:
 
 
 # A data file given straight to --dataset: its suffix names the format; it has a header row.
-DIRECT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+DIRECT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 HUB_PREFIX = "hf:"
 _FIELDS = ("text_field", "label_field")
-_FORMS = (f"a preset ({', '.join(PRESETS)}), a spec .toml, a .csv/.tsv/.jsonl file or "
+_FORMS = (f"a preset ({', '.join(PRESETS)}), a spec .toml, a .csv/.tsv/.jsonl/.parquet file or "
           f"{HUB_PREFIX}NAME[:CONFIG]; see {DOC}")
 
 
@@ -77,7 +77,7 @@ def dataset_ref(dataset: str, text_field: str | None = None, label_field: str | 
     base, fields = _split_ref(dataset)
     if not (base.startswith(HUB_PREFIX) or Path(base).suffix.lower() in DIRECT_FORMATS):
         raise ConfigError(
-            f"--text-field / --label-field apply to a .csv/.tsv/.jsonl file or an {HUB_PREFIX} id, not "
+            f"--text-field / --label-field apply to a .csv/.tsv/.jsonl/.parquet file or an {HUB_PREFIX} id, not "
             f"{shown(dataset)}; set text_field / label_field in the dataset spec instead (see {DOC})"
         )
     return f"{base}?{urlencode({**fields, **given})}"
@@ -108,7 +108,7 @@ def _spec(where: str, **kw) -> DatasetSpec:
 
 
 def file_spec(path: Path, fields: dict[str, str] | None = None) -> DatasetSpec:
-    """A .csv/.tsv/.jsonl file read directly: header row (jsonl keys) ``text`` and ``label`` unless
+    """A .csv/.tsv/.jsonl/.parquet file read directly: header row (jsonl keys) ``text`` and ``label`` unless
     ``fields`` says otherwise; validation is carved from it as for a spec without one."""
     fmt = DIRECT_FORMATS.get(path.suffix.lower())
     where = visible(str(path))
@@ -134,7 +134,7 @@ def hub_spec(ref: str, fields: dict[str, str] | None = None) -> DatasetSpec:
 
 
 def resolve_dataset(name_or_path: str) -> DatasetSpec:
-    """A preset name, a dataset spec TOML, a .csv/.tsv/.jsonl file or ``hf:NAME[:CONFIG]``,
+    """A preset name, a dataset spec TOML, a .csv/.tsv/.jsonl/.parquet file or ``hf:NAME[:CONFIG]``,
     optionally with ``?text_field=..&label_field=..`` (see :func:`dataset_ref`)."""
     if name_or_path in _LOCAL:
         return preset_spec(name_or_path)

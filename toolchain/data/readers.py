@@ -251,7 +251,12 @@ def read_split(spec: DatasetSpec, path: Path) -> Rows:
     """A split's rows, read line by line: only the parsed texts and labels are kept, never the
     file's bytes or its decoded text whole (a corpus of millions of lines)."""
     where = _check_file(path, spec.encoding)
-    if spec.format == "jsonl":
+    unit = "line"
+    if spec.format == "parquet":
+        from .parquet import read_parquet
+
+        rows, unit = read_parquet(spec, path, where), "row"
+    elif spec.format == "jsonl":
         rows = _read_jsonl(spec, where, _text_lines(path, spec.encoding, universal=False))
     elif spec.format == "prefixed":
         rows = _read_prefixed(spec, where, _text_lines(path, spec.encoding, universal=False))
@@ -265,9 +270,10 @@ def read_split(spec: DatasetSpec, path: Path) -> Rows:
             rows = _read_table(spec, where, lines, delimiter, csv.QUOTE_NONE, size)
     if not rows[0]:
         raise DatasetError(f"{where}: no examples found (only a header or blank lines)")
-    check_rows(rows, where)
+    check_rows(rows, where, unit)
     if spec.label_names:
-        rows = (rows[0], [_name_of(spec, where, lab, n) for lab, n in zip(rows[1], rows[2], strict=True)], rows[2])
+        rows = (rows[0], [_name_of(spec, where, lab, n, unit) for lab, n in zip(rows[1], rows[2], strict=True)],
+                rows[2])
     return rows
 
 
@@ -281,11 +287,11 @@ def check_rows(rows: Rows, where: str, unit: str = "line") -> None:
             raise DatasetError(f"{where}, {unit} {n}: the text is empty; remove the row or check text_field")
 
 
-def _name_of(spec: DatasetSpec, path: str, label: str, line: int) -> str:
+def _name_of(spec: DatasetSpec, path: str, label: str, line: int, unit: str = "line") -> str:
     # Only plain digits: int() would also take "-1" (the last name), "1_0" or non-ASCII digits.
     if label.isascii() and label.isdigit() and int(label) < len(spec.label_names):
         return spec.label_names[int(label)]
     raise DatasetError(
-        f"{path}, line {line}: label {shown(label)} is not an index into label_names "
+        f"{path}, {unit} {line}: label {shown(label)} is not an index into label_names "
         f"(0 to {len(spec.label_names) - 1}); fix the label or label_names"
     )

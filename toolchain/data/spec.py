@@ -14,7 +14,7 @@ from typing import Literal
 from ..errors import ConfigError
 from ..specfile import build, read_toml, shown
 
-Format = Literal["csv", "tsv", "jsonl", "delimited", "prefixed"]
+Format = Literal["csv", "tsv", "jsonl", "delimited", "prefixed", "parquet"]
 RaggedRows = Literal["error", "skip", "join_text"]
 TABLE_FORMATS = ("csv", "tsv", "delimited")  # the formats read as rows of fields
 DOC = "docs/datasets.md"

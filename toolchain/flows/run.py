@@ -23,7 +23,7 @@ from ..features.layers import LayerFeatures, layer_features
 from ..paths import codesign_home
 from ..progress import progress_bar
 from ..rundir import target_key
-from ..search.fit import FeatureBank, FittedCandidate
+from ..search.fit import FeatureBank, FittedCandidate, memory_budget_bytes
 from ..search.parallel import auto_jobs, fit_all
 from ..search.screening import Screening, screen_then_fit
 from ..search.select import Budgets, pareto_front, select
@@ -58,6 +58,9 @@ class RunConfig:
     device: str = "cpu"  # extraction: cpu, cuda, cuda:N (toolchain/features/device.py)
     dtype: str = "float32"  # float16/bfloat16: autocast on a GPU (another cache key)
     vocabs: tuple[str, ...] = ("full",)  # "pruned": embedding rows the training split uses (export/vocab.py)
+    # Candidates whose inputs would take more than this are fitted streamed from the mapped
+    # cache (search/fit.py); None: half the memory available when the search starts.
+    memory_budget_mib: int | None = None
 
 
 @dataclass
@@ -111,7 +114,8 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
     y = {s: ex.dataset.split(s).labels for s in ("train", "validation")}
     if ex.dataset.test is not None:
         y["test"] = ex.dataset.test.labels
-    banks = {key: FeatureBank(f, y, ex.dataset.n_classes) for key, f in ex.features.items()}
+    budget = memory_budget_bytes(config.memory_budget_mib)
+    banks = {key: FeatureBank(f, y, ex.dataset.n_classes, budget) for key, f in ex.features.items()}
     # Cost is predicted at the median real length: the latency a profile reports is a median too.
     seq_len = {key: float(np.median(f.lengths["validation"])) for key, f in ex.features.items()}
     budgets = Budgets.for_target(target, config.max_latency_ms, config.max_model_mb)
@@ -155,6 +159,8 @@ def search(config: RunConfig, ex: Extraction, run_dir: Path) -> dict:
         )
     board = _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search_seconds, seq_len)
     board["search_jobs"] = jobs
+    board["memory_budget_mib"] = None if budget is None else round(budget / 2**20, 1)
+    board["streamed_fits"] = sum(r["fc"].streamed for r in rows)
     board["screening"] = screen_summary
     if vocab_rows:
         board["vocab_rows"] = vocab_rows  # kept embedding rows per backbone, for later cost models
@@ -221,7 +227,8 @@ def _leaderboard(config, ex, run_dir, target, rows, front, chosen, banks, search
         entry = {"id": fc.candidate.id, **fc.candidate.to_dict(), "val_acc": fc.val_acc,
                  "cost": r["cost"].to_dict(), "pareto": front[i], "feasible": r["feasible"],
                  "infeasible_reasons": r["infeasible_reasons"], "fit_seconds": round(fc.fit_seconds, 4),
-                 "head_params": fc.head.n_params, "fidelity": fc.fidelity}
+                 "head_params": fc.head.n_params, "fidelity": fc.fidelity,
+                 "fit": "streamed" if fc.streamed else "in-memory"}
         if fc.screen_val_acc is not None:
             entry["screen_val_acc"] = fc.screen_val_acc
         if i in keep or r is base:

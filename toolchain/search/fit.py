@@ -17,13 +17,41 @@ from ..heads.dense import DenseLayer
 from .candidate import Candidate
 
 
-class FeatureBank:
-    """Standardised per-layer features of one backbone at one max length."""
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
-    def __init__(self, features: LayerFeatures, y: dict[str, np.ndarray], n_classes: int) -> None:
+
+def memory_budget_bytes(budget_mib: int | None) -> int | None:
+    """The fits' memory budget: ``budget_mib`` when given, else half of the memory available
+    now (the other half is for the cache's page cache, the exporter and the rest of the
+    machine); None (no budget) where the available memory is unknown."""
+    if budget_mib is not None:
+        return int(budget_mib) * 1024 * 1024
+    available = available_memory_bytes()
+    return None if available is None else available // 2
+
+
+class FeatureBank:
+    """Standardised per-layer features of one backbone at one max length.
+
+    With ``memory_budget_bytes`` set, a candidate whose in-memory working set would exceed it is
+    fitted by ``fit_streamed`` from the mapped chunks instead (``streams``), and the layers
+    cached for earlier candidates are dropped when the next one would not fit beside them."""
+
+    def __init__(self, features: LayerFeatures, y: dict[str, np.ndarray], n_classes: int,
+                 memory_budget_bytes: int | None = None) -> None:
         self.features = features
         self.y = y
         self.n_classes = n_classes
+        self.memory_budget_bytes = memory_budget_bytes
         self._std: dict[tuple[str, int], Standardizer] = {}
         self._mix: dict[tuple, np.ndarray] = {}
         self._combined: dict[tuple, dict[str, np.ndarray]] = {}
@@ -58,6 +86,33 @@ class FeatureBank:
             cached[split] = combine(parts, cand.combine, self.mix_weights(cand))
         return cached[split]
 
+    def working_set_bytes(self, cand: Candidate) -> int:
+        """float32 bytes an in-memory fit of ``cand`` holds: each layer raw and standardised,
+        every split, plus the combined inputs when they are a new array (not ``single``)."""
+        rows = sum(len(v) for v in self.y.values())
+        per_layer = rows * self.features.dim * 4
+        combined = 0 if cand.combine == "single" else rows * self.features.dim * 4 * (
+            len(cand.layers) if cand.combine == "concat" else 1)
+        return 2 * per_layer * len(cand.layers) + combined
+
+    def streams(self, cand: Candidate) -> bool:
+        return self.memory_budget_bytes is not None and self.working_set_bytes(cand) > self.memory_budget_bytes
+
+    def cached_bytes(self) -> int:
+        arrays = [*self._layers.values(), *(a for d in self._combined.values() for a in d.values())]
+        return sum(a.nbytes for a in arrays)
+
+    def make_room(self, cand: Candidate) -> None:
+        """Drop cached layers and inputs of other feature sets when ``cand`` would not fit
+        beside them (a search over many layers of a large corpus would otherwise keep all)."""
+        if self.memory_budget_bytes is None:
+            return
+        if self.cached_bytes() + self.working_set_bytes(cand) > self.memory_budget_bytes:
+            self.forget({cand.feature_key})
+            used = {(cand.pooling, la) for la in cand.layers}
+            for key in [k for k in self._layers if (k[1], k[2]) not in used]:
+                del self._layers[key]
+
     def forget(self, keep_keys: set) -> None:
         """Drop combined inputs no longer needed (SST-2 concatenations are ~300 MB each)."""
         for key in list(self._combined):
@@ -75,11 +130,15 @@ class FittedCandidate:
     fit_seconds: float
     fidelity: str = "full"  # or "screen-<rows>": fitted on a sample of train only (screening.py)
     screen_val_acc: float | None = None  # its screening score, when it was promoted from one
+    streamed: bool = False  # fitted from the mapped chunks (over the bank's memory budget)
 
     def evaluate(self, bank: FeatureBank, split: str) -> tuple[float, float]:
-        x = bank.inputs(self.candidate, split)
-        pred = self.head.predict(x)
         y = bank.y[split]
+        if self.streamed:
+            rows = StreamedInputs(bank.features, split, self.candidate, self.standardizers, self.mix, y)
+            pred = np.concatenate([self.head.predict(x) for x, _ in rows])
+        else:
+            pred = self.head.predict(bank.inputs(self.candidate, split))
         return accuracy(pred, y), macro_f1(pred, y, bank.n_classes)
 
     def save(self, path: Path) -> None:
@@ -125,8 +184,14 @@ class SavedHead:
 
 
 def fit_candidate(cand: Candidate, bank: FeatureBank, seed: int = 0) -> FittedCandidate:
+    """Fit in memory, or streamed from the mapped chunks when over the bank's memory budget."""
     import time
 
+    if bank.streams(cand):
+        fitted = fit_streamed(cand, bank.features, bank.y, bank.n_classes, seed)
+        fitted.streamed = True
+        return fitted
+    bank.make_room(cand)
     started = time.perf_counter()
     x = bank.inputs(cand, "train")
     head = make_head(cand.head, cand.head_size, seed).fit(x, bank.y["train"], bank.n_classes)

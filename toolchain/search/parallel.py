@@ -57,7 +57,7 @@ def _groups(cands: list[Candidate], banks: dict) -> list[list[Candidate]]:
 
     def width(group: list[Candidate]) -> int:
         cand = group[0]
-        dim = banks[_bank_key(cand)].features.get("train", cand.pooling, 0).shape[1]
+        dim = banks[_bank_key(cand)].features.dim
         return dim * (len(cand.layers) if cand.combine == "concat" else 1) * len(group)
 
     return sorted(groups.values(), key=width, reverse=True)
@@ -84,26 +84,50 @@ def _prepare(banks: dict[tuple[str, int], FeatureBank], cands: list[Candidate]) 
             banks[key].layer(split, pooling, layer)
 
 
+def _prepared_fits(banks: dict[tuple[str, int], FeatureBank], cands: list[Candidate]) -> bool:
+    """Whether ``_prepare``'s standardised layers (every split) stay within each bank's budget."""
+    used: dict[tuple[str, int], set] = {}
+    for c in cands:
+        used.setdefault(_bank_key(c), set()).update((c.pooling, la) for la in c.layers)
+    for key, layers in used.items():
+        bank = banks[key]
+        if bank.memory_budget_bytes is None:
+            continue
+        rows = sum(len(v) for v in bank.y.values())
+        if len(layers) * rows * bank.features.dim * 4 > bank.memory_budget_bytes:
+            return False
+    return True
+
+
 def fit_all(cands: list[Candidate], banks: dict[tuple[str, int], FeatureBank], seed: int,
             jobs: int, advance: Callable[[int], None]) -> list[FittedCandidate]:
-    """Fit every candidate; returns them in the order given."""
-    if jobs <= 1:
-        out = []
-        for cand in cands:
-            bank = banks[_bank_key(cand)]
-            bank.forget({cand.feature_key})
-            out.append(fit_candidate(cand, bank, seed))
-            advance(1)
-        return out
+    """Fit every candidate; returns them in the order given.
+
+    Candidates over their bank's memory budget are fitted streamed, one at a time in this
+    process (each already reads every block once; forked copies would only compete for RAM).
+    The pool needs every used layer standardised up front, so it is used only when those fit
+    in the budget too."""
+    streamed = [c for c in cands if banks[_bank_key(c)].streams(c)]
+    rest = [c for c in cands if not banks[_bank_key(c)].streams(c)]
+    if jobs > 1 and not _prepared_fits(banks, rest):
+        log.info("the standardised layers of %d candidates exceed the memory budget: one process", len(rest))
+        jobs = 1
+    by_id: dict[str, FittedCandidate] = {}
+    for cand in streamed + (rest if jobs <= 1 else []):
+        bank = banks[_bank_key(cand)]
+        bank.forget({cand.feature_key})
+        by_id[cand.id] = fit_candidate(cand, bank, seed)
+        advance(1)
+    if jobs <= 1 or not rest:
+        return [by_id[c.id] for c in cands]
 
     global _BANKS
-    _prepare(banks, cands)
+    _prepare(banks, rest)
     _BANKS = banks
-    by_id: dict[str, FittedCandidate] = {}
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
-            futures = [pool.submit(_fit_group, group, seed) for group in _groups(cands, banks)]
+            futures = [pool.submit(_fit_group, group, seed) for group in _groups(rest, banks)]
             for fut in as_completed(futures):
                 done = fut.result()
                 by_id.update((fc.candidate.id, fc) for fc in done)

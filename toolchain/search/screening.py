@@ -25,9 +25,15 @@ class TrainSubset:
     def __init__(self, features, rows: np.ndarray) -> None:
         self.features, self.rows = features, rows
 
+    @property
+    def dim(self) -> int:
+        return self.features.dim
+
     def get(self, split: str, pooling: str, layer: int) -> np.ndarray:
-        x = self.features.get(split, pooling, layer)
-        return x[self.rows] if split == "train" else x
+        if split == "train":
+            # Only the sample's rows are read from the maps, never the whole training layer.
+            return self.features.mapped(split, pooling, layer).take(self.rows)
+        return self.features.get(split, pooling, layer)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ def screen_then_fit(cands: list[Candidate], banks: dict[tuple[str, int], Feature
 
     any_bank = next(iter(banks.values()))
     rows = screening.sample(any_bank.y["train"], seed)
+    # The screening banks hold only the sample's training rows; they are never streamed (the
+    # sample is small, and a TrainSubset has no mapped view of its own rows).
     small = {key: FeatureBank(TrainSubset(bank.features, rows), {**bank.y, "train": bank.y["train"][rows]},
                               bank.n_classes) for key, bank in banks.items()}
     started = time.perf_counter()
