@@ -432,9 +432,18 @@ def _fsync_dir(path: str) -> None:
 
 
 def peak_rss_bytes() -> int:
+    """This process's own peak RSS. On Linux that is VmHWM: ru_maxrss survives exec, so a runner
+    started from a large process (the host target's codesign, 1.2 GB) reported its parent's RSS."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # kB on Linux
 
