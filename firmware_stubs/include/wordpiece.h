@@ -1,0 +1,33 @@
+/* BERT uncased WordPiece tokenizer over a flash vocabulary table (toolchain/mcu/vocab_table.py).
+ *
+ * Handled as the `tokenizers` library's BertNormalizer + BertPreTokenizer + WordPiece do:
+ * added (special) tokens matched in the raw text; clean_text (NUL, U+FFFD, Cc/Cf/Co/Cs removed,
+ * whitespace to a space); CJK ideographs split into one word each; accents stripped and
+ * lower-casing for ASCII and Latin-1 (U+0000..U+00FF), and combining marks (Mn) removed
+ * everywhere; punctuation split (ASCII punctuation ranges plus Unicode P*); greedy
+ * longest-match-first pieces with "##" continuation; [UNK] for a word with more than the
+ * table's max characters (100) or with a part no piece matches; [CLS] ... [SEP]; truncation.
+ * Invalid UTF-8 bytes count as U+FFFD (removed), as Python's errors="replace" decoding gives.
+ *
+ * Not handled: lower-casing and NFD decomposition of precomposed characters beyond Latin-1
+ * (Latin Extended, Greek, Cyrillic, Hangul syllables...), unassigned code points (Cn, which BERT
+ * removes), and Unicode versions after the tables' (wordpiece_unicode.h). No malloc: the only
+ * state is one word buffer on the stack (about 400 bytes). */
+#ifndef CS_WORDPIECE_H
+#define CS_WORDPIECE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Characters of the longest word the buffer holds; longer words are [UNK] whatever the table. */
+#define CS_WP_MAX_CHARS 100u
+
+/* 0 when `table` is a well-formed CSWP v1 table of exactly `table_bytes` bytes, else -1. */
+int32_t cs_wp_check(const uint8_t *table, size_t table_bytes);
+
+/* Token ids of `text` (UTF-8, `len` bytes) into ids[0..max_ids): [CLS], at most max_ids - 2
+ * pieces, [SEP]. Returns the count, or -1 for a bad table or max_ids < 2. */
+int32_t cs_wp_encode(const uint8_t *table, size_t table_bytes, const uint8_t *text, size_t len,
+                     uint16_t *ids, size_t max_ids);
+
+#endif /* CS_WORDPIECE_H */

@@ -1,0 +1,117 @@
+"""The firmware's C WordPiece tokenizer (``firmware_stubs/src/wordpiece.c``) on the host: built
+with the host C compiler as a shared library and called through ctypes, so tests and the
+benchmark compare the very code the firmware runs with the ``tokenizers`` library."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import CodesignError
+from ..paths import PROJECT_ROOT
+
+FIRMWARE = PROJECT_ROOT / "firmware_stubs"
+SOURCE = FIRMWARE / "src" / "wordpiece.c"
+CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wstrict-prototypes")
+
+
+class HostTokenizerError(CodesignError):
+    """The host build of the C tokenizer failed, or it refused its table."""
+
+
+def build_library(out_dir: Path, cc: str = "cc") -> Path:
+    """Compile wordpiece.c into ``out_dir/libcswp.so``."""
+    if shutil.which(cc) is None:
+        raise HostTokenizerError(f"no C compiler {cc!r} on PATH (apt-get install gcc)")
+    out = Path(out_dir) / "libcswp.so"
+    cmd = [cc, *CFLAGS, "-fPIC", "-shared", f"-I{FIRMWARE / 'include'}", str(SOURCE), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HostTokenizerError(f"building {SOURCE.name} failed:\n{proc.stderr[-2000:]}")
+    return out
+
+
+class CTokenizer:
+    """``encode`` gives the C tokenizer's ids for one text over one packed table."""
+
+    def __init__(self, library: Path, table: bytes):
+        self._lib = ctypes.CDLL(str(library))
+        self._lib.cs_wp_encode.restype = ctypes.c_int32
+        self._lib.cs_wp_encode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                           ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint16),
+                                           ctypes.c_size_t]
+        self._lib.cs_wp_check.restype = ctypes.c_int32
+        self._lib.cs_wp_check.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self._table = bytes(table)
+        if self._lib.cs_wp_check(self._table, len(self._table)) != 0:
+            raise HostTokenizerError("the C tokenizer refuses this vocabulary table")
+
+    def encode(self, text: str | bytes, max_len: int = 128) -> list[int]:
+        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        out = (ctypes.c_uint16 * max_len)()
+        n = self._lib.cs_wp_encode(self._table, len(self._table), raw, len(raw), out, max_len)
+        if n < 0:
+            raise HostTokenizerError(f"cs_wp_encode returned {n} (max_len {max_len})")
+        return list(out[:n])
+
+
+def reference_tokenizer(doc: dict, max_len: int = 128):
+    """The ``tokenizers`` library's tokenizer for a tokenizer.json document: truncated to
+    ``max_len`` ids with [CLS]/[SEP], unpadded (the C side does not pad)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(json.dumps(doc))
+    tok.no_padding()
+    tok.enable_truncation(max_len)
+    return tok
+
+
+def compare(ctok: CTokenizer, ref, texts, max_len: int = 128) -> dict:
+    """How many ``texts`` the C tokenizer and ``ref`` (``tokenizers``) give identical ids for,
+    and each difference (index, text, both id lists)."""
+    want = [e.ids for e in ref.encode_batch(list(texts))]
+    diffs = []
+    for i, (text, ids) in enumerate(zip(texts, want, strict=True)):
+        got = ctok.encode(text, max_len)
+        if got != ids:
+            diffs.append({"index": i, "text": text, "c_ids": got, "tokenizers_ids": ids})
+    n = len(want)
+    return {"texts": n, "identical": n - len(diffs), "agreement": (n - len(diffs)) / n if n else 1.0,
+            "differences": diffs}
+
+
+def cortexm_size(out_dir: Path, cc: str = "arm-none-eabi-gcc", opt: str = "-O2") -> dict:
+    """wordpiece.c compiled alone for a Cortex-M4 with the firmware's flags: code and constant
+    bytes (``arm-none-eabi-size -A`` sections), the worst stack frame, and the symbols it needs
+    from outside (none: no malloc, no libc)."""
+    size_tool, nm_tool = cc.replace("gcc", "size"), cc.replace("gcc", "nm")
+    for tool in (cc, size_tool, nm_tool):
+        if shutil.which(tool) is None:
+            raise HostTokenizerError(f"{tool} not found (apt-get install gcc-arm-none-eabi)")
+    obj = Path(out_dir) / "wordpiece-cm4.o"
+    cmd = [cc, "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft", "-ffreestanding", "-ffunction-sections",
+           "-fdata-sections", "-fstack-usage", *CFLAGS, opt, f"-I{FIRMWARE / 'include'}", "-c", str(SOURCE),
+           "-o", str(obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HostTokenizerError(f"arm build of {SOURCE.name} failed:\n{proc.stderr[-2000:]}")
+    sections = {}
+    for line in subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sections[parts[0]] = int(parts[1])
+    code = sum(v for k, v in sections.items() if k.startswith(".text"))
+    rodata = sum(v for k, v in sections.items() if k.startswith(".rodata"))
+    ram = sum(v for k, v in sections.items() if k.startswith((".data", ".bss")))
+    frames = [int(line.split()[-2]) for line in obj.with_suffix(".su").read_text().splitlines() if line.strip()]
+    undefined = subprocess.run([nm_tool, "-u", str(obj)], capture_output=True, text=True,
+                               check=True).stdout.split()
+    return {"flags": " ".join(cmd[1:7] + [opt]), "code_bytes": code, "rodata_bytes": rodata,
+            "flash_bytes": code + rodata, "static_ram_bytes": ram,
+            "largest_stack_frame_bytes": max(frames, default=0),
+            "undefined_symbols": [s for s in undefined if s != "U"]}
