@@ -5,11 +5,13 @@
 
 #define WP_HEADER 32u
 #define WP_ADDED 16u
+#define WP_BLOCK 16u
+#define WP_BLOCK_BYTES 8u
 #define WP_NONE 0xFFFFFFFFu
 
 typedef struct {
-    const uint8_t *added, *offs, *ids, *pool;
-    uint32_t n_added, n_words, n_conts, max_chars, max_word, max_cont;
+    const uint8_t *added, *blocks, *ids, *pool;
+    uint32_t n_added, n_wblocks, n_cblocks, pool_bytes, max_chars, max_word, max_cont;
     uint16_t unk, cls, sep;
 } wp_table_t;
 
@@ -29,39 +31,65 @@ static uint32_t rd32(const uint8_t *p) { return rd24(p) | (uint32_t)p[3] << 24; 
 
 static int32_t wp_open(wp_table_t *t, const uint8_t *p, size_t bytes) {
     if (p == 0 || bytes < WP_HEADER || p[0] != 'C' || p[1] != 'S' || p[2] != 'W' || p[3] != 'P' ||
-        rd16(p + 4) != 1u)
+        rd16(p + 4) != 2u)
         return -1;
     t->n_added = rd16(p + 6);
-    t->n_words = rd32(p + 8);
-    t->n_conts = rd32(p + 12);
-    uint32_t pool = rd32(p + 16);
+    uint32_t n_words = rd32(p + 8), n_conts = rd32(p + 12);
+    t->n_wblocks = (uint32_t)(((uint64_t)n_words + WP_BLOCK - 1u) / WP_BLOCK);
+    t->n_cblocks = (uint32_t)(((uint64_t)n_conts + WP_BLOCK - 1u) / WP_BLOCK);
+    t->pool_bytes = rd32(p + 16);
     t->unk = (uint16_t)rd16(p + 20);
     t->cls = (uint16_t)rd16(p + 22);
     t->sep = (uint16_t)rd16(p + 24);
     t->max_chars = rd16(p + 26);
     t->max_word = p[28];
     t->max_cont = p[29];
-    uint64_t n = (uint64_t)t->n_words + t->n_conts;
-    uint64_t need = WP_HEADER + (uint64_t)WP_ADDED * t->n_added + 3u * (n + 1u) + 2u * n + pool;
+    uint32_t n_ids = rd16(p + 30);
+    uint64_t need = WP_HEADER + (uint64_t)WP_ADDED * t->n_added +
+                    (uint64_t)WP_BLOCK_BYTES * ((uint64_t)t->n_wblocks + t->n_cblocks) +
+                    2u * (uint64_t)n_ids + t->pool_bytes;
     if (need != bytes || t->max_chars == 0u || t->max_chars > CS_WP_MAX_CHARS) return -1;
     t->added = p + WP_HEADER;
-    t->offs = t->added + WP_ADDED * t->n_added;
-    t->ids = t->offs + 3u * (n + 1u);
-    t->pool = t->ids + 2u * n;
-    if (rd24(t->offs + 3u * n) != pool) return -1;
+    t->blocks = t->added + WP_ADDED * t->n_added;
+    t->ids = t->blocks + WP_BLOCK_BYTES * (t->n_wblocks + t->n_cblocks);
+    t->pool = t->ids + 2u * n_ids;
     return 0;
+}
+
+/* Entry j's front-coding header at *pp: shared prefix and suffix length; advances *pp. */
+static void wp_entry(const uint8_t **pp, uint32_t j, uint32_t *pre, uint32_t *suf) {
+    const uint8_t *p = *pp;
+    if (j == 0u) { *pre = 0u; *suf = p[0]; p += 1; }
+    else if (p[0] == 0xFFu) { *pre = p[1]; *suf = p[2]; p += 3; }
+    else { *pre = p[0] >> 4; *suf = p[0] & 0x0Fu; p += 1; }
+    *pp = p;
 }
 
 int32_t cs_wp_check(const uint8_t *table, size_t table_bytes) {
     wp_table_t t;
     if (wp_open(&t, table, table_bytes) != 0) return -1;
-    uint32_t n = t.n_words + t.n_conts, prev = 0;
-    for (uint32_t i = 0; i <= n; i++) { /* offsets never decrease, so every slice is in the pool */
-        uint32_t o = rd24(t.offs + 3u * i);
-        if (o < prev) return -1;
-        prev = o;
+    uint32_t rank = 0, n_ids = rd16(table + 30);
+    /* Every block decodes inside the pool, prefixes reuse only bytes that exist, and the ranks
+     * and masks account for exactly n_ids ids: encode then never reads outside the table. */
+    for (uint32_t b = 0; b < t.n_wblocks + t.n_cblocks; b++) {
+        const uint8_t *blk = t.blocks + WP_BLOCK_BYTES * b;
+        uint32_t off = rd24(blk), count = blk[3], mask = rd16(blk + 4);
+        if (count == 0u || count > WP_BLOCK || rd16(blk + 6) != rank || off >= t.pool_bytes ||
+            (mask >> count) != 0u)
+            return -1;
+        const uint8_t *p = t.pool + off, *end = t.pool + t.pool_bytes;
+        uint32_t len = 0;
+        for (uint32_t j = 0; j < count; j++) {
+            uint32_t pre, suf;
+            if (p >= end || (j > 0u && p[0] == 0xFFu && end - p < 3)) return -1;
+            wp_entry(&p, j, &pre, &suf);
+            if (pre > len || pre + suf > 255u || suf > (uint32_t)(end - p)) return -1;
+            p += suf;
+            len = pre + suf;
+            if (mask >> j & 1u) rank++;
+        }
     }
-    return 0;
+    return rank == n_ids ? 0 : -1;
 }
 
 /* Byte-wise order, a prefix first: the order Python's sorted() gives the UTF-8 strings. */
@@ -72,15 +100,42 @@ static int wp_cmp(const uint8_t *a, uint32_t na, const uint8_t *b, uint32_t nb) 
     return na < nb ? -1 : (na > nb ? 1 : 0);
 }
 
+static uint32_t wp_popcount(uint32_t v) {
+    v = v - ((v >> 1) & 0x55555555u);
+    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+    return (((v + (v >> 4)) & 0x0F0F0F0Fu) * 0x01010101u) >> 24;
+}
+
+/* The id of piece s (a continuation piece without its "##" when cont), or WP_NONE. */
 static uint32_t wp_find(const wp_table_t *t, int cont, const uint8_t *s, uint32_t len) {
-    uint32_t lo = cont ? t->n_words : 0u, hi = cont ? t->n_words + t->n_conts : t->n_words;
-    while (lo < hi) {
+    uint32_t lo = cont ? t->n_wblocks : 0u, hi = cont ? t->n_wblocks + t->n_cblocks : t->n_wblocks;
+    if (lo == hi) return WP_NONE;
+    while (hi - lo > 1u) { /* the last block whose first string is <= s */
         uint32_t mid = lo + (hi - lo) / 2u;
-        uint32_t a = rd24(t->offs + 3u * mid), b = rd24(t->offs + 3u * (mid + 1u));
-        int c = wp_cmp(t->pool + a, b - a, s, len);
-        if (c == 0) return rd16(t->ids + 2u * mid);
-        if (c < 0) lo = mid + 1u;
+        const uint8_t *first = t->pool + rd24(t->blocks + WP_BLOCK_BYTES * mid);
+        if (wp_cmp(first + 1, first[0], s, len) <= 0) lo = mid;
         else hi = mid;
+    }
+    const uint8_t *blk = t->blocks + WP_BLOCK_BYTES * lo, *p = t->pool + rd24(blk);
+    uint32_t count = blk[3], m = 0; /* m: bytes the current entry shares with s */
+    for (uint32_t j = 0; j < count; j++) {
+        uint32_t pre, suf;
+        wp_entry(&p, j, &pre, &suf);
+        const uint8_t *x = p;
+        p += suf;
+        /* The entry before agreed with s on m bytes and was smaller. A longer shared prefix
+         * keeps this one smaller; a shorter one makes it larger (the list is sorted). */
+        if (pre > m) continue;
+        if (pre < m) return WP_NONE;
+        uint32_t k = 0;
+        while (k < suf && m + k < len && x[k] == s[m + k]) k++;
+        m += k;
+        if (k == suf && m == len) {
+            uint32_t mask = rd16(blk + 4);
+            if (!(mask >> j & 1u)) return t->unk;
+            return rd16(t->ids + 2u * (rd16(blk + 6) + wp_popcount(mask & ((1u << j) - 1u))));
+        }
+        if (m == len || (k < suf && x[k] > s[m])) return WP_NONE;
     }
     return WP_NONE;
 }

@@ -152,11 +152,21 @@ def test_table_layout_counts_every_byte(full_doc):
         table_layout(table[:-1])
 
 
+def test_pruned_table_is_smaller_and_holds_every_string(full_doc, pruned_doc):
+    full, pruned = (table_layout(table_from_tokenizer_json(d)) for d in (full_doc, pruned_doc))
+    assert (pruned["words"], pruned["continuations"]) == (full["words"], full["continuations"])
+    assert pruned["entries_with_an_id"] < full["entries_with_an_id"]
+    assert pruned["total_bytes"] == full["total_bytes"] - 2 * (full["entries_with_an_id"]
+                                                              - pruned["entries_with_an_id"])
+
+
 def test_c_refuses_a_bad_table(lib, full_doc):
     from toolchain.mcu.wordpiece_host import CTokenizer, HostTokenizerError
 
     table = table_from_tokenizer_json(full_doc)
-    for bad in (table[:-1], b"XSWP" + table[4:], table + b"\0", table[:HEADER_BYTES]):
+    broken_block = bytearray(table)
+    broken_block[HEADER_BYTES + 16 * len(full_doc["added_tokens"]) + 3] = 17  # 17 entries in a block
+    for bad in (table[:-1], b"XSWP" + table[4:], table + b"\0", table[:HEADER_BYTES], bytes(broken_block)):
         with pytest.raises(HostTokenizerError):
             CTokenizer(lib, bad)
 

@@ -6,18 +6,24 @@ writes, where dropped strings map to [UNK]'s new id) becomes one little-endian b
 ========  =====================================================================================
 bytes     content
 ========  =====================================================================================
-0..31     header: ``CSWP``, u16 version, u16 n_added, u32 n_words, u32 n_conts, u32 pool_bytes,
-          u16 unk/cls/sep ids, u16 max chars per word, u8 longest word / continuation piece
-          (bytes), u16 zero
+0..31     header: ``CSWP``, u16 version (2), u16 n_added, u32 n_words, u32 n_conts,
+          u32 pool_bytes, u16 unk/cls/sep ids, u16 max chars per word, u8 longest word /
+          continuation piece (bytes), u16 n_ids
 32..      n_added × 16: added (special) tokens matched in the raw text: u16 id, u8 len, 13 bytes
-          (n_words + n_conts + 1) × u24: offsets into the pool; entry i is pool[off[i]:off[i+1]]
-          (n_words + n_conts) × u16: ids
-          pool: the word-initial pieces sorted by their UTF-8 bytes, then the ``##`` pieces
-          sorted likewise with the ``##`` dropped (the continuation section says it)
+          one 8-byte record per block of 16 entries (words' blocks, then continuations'):
+          u24 pool offset, u8 entries, u16 mask (bit j: entry j has an id; clear: [UNK]),
+          u16 rank (ids before this block)
+          n_ids × u16: the ids of the entries whose mask bit is set, in entry order
+          pool: per block, the first string as u8 length + bytes, then each next one
+          front-coded against the one before: one byte (shared prefix << 4 | suffix length) or
+          0xFF, prefix, suffix length when either is 15 or more; then the suffix bytes
 ========  =====================================================================================
 
-Sorted strings, so the C side finds a piece with a binary search and needs no RAM for the
-vocabulary. Every string that the tokenizer could ever match is kept, dropped ones too (with
+Word-initial pieces are sorted by their UTF-8 bytes; continuation pieces likewise, with the
+``##`` dropped (their section says it). The C side binary-searches the blocks by their first
+string and scans one block without decoding it into RAM, so the vocabulary needs no RAM.
+Front coding and the [UNK] mask make the pruned table smaller than the full one although it
+holds every string. Every string that the tokenizer could ever match is kept, dropped ones too (with
 [UNK]'s id), because removing a string would change how words split (see vocab.py). Strings the
 normaliser can never produce inside a word (upper case, accents, punctuation other than a lone
 punctuation word, whitespace, combining marks: ``[CLS]``, ``[unused5]``, ``##!``) are left out,
@@ -33,10 +39,12 @@ from collections.abc import Mapping, Sequence
 from ..errors import CodesignError
 
 MAGIC = b"CSWP"
-VERSION = 1
+VERSION = 2
 HEADER_BYTES = 32
 ADDED_SLOT_BYTES = 16
 MAX_ADDED_LEN = ADDED_SLOT_BYTES - 3
+BLOCK = 16  # entries per front-coded block
+BLOCK_BYTES = 8  # u24 pool offset, u8 entries, u16 kept mask, u16 kept rank
 MAX_CHARS_CAP = 100  # CS_WP_MAX_CHARS in wordpiece.h: the C word buffer's size in characters
 CONT_PREFIX = "##"
 
@@ -86,29 +94,43 @@ def pack_vocab(vocab: Mapping[str, int], *, unk_id: int, cls_id: int, sep_id: in
             (conts if cont else words).append((piece.encode("utf-8"), int(i)))
     words.sort()
     conts.sort()
-    entries = words + conts
-    pool = b"".join(s for s, _ in entries)
-    if len(pool) >= 1 << 24:
-        raise VocabTableError(f"string pool of {len(pool)} bytes exceeds the u24 offsets")
-    longest = [max((len(s) for s, _ in part), default=0) for part in (words, conts)]
+    longest = [max((len(t) for t, _ in part), default=0) for part in (words, conts)]
     if max(longest) > 255:
         raise VocabTableError("a vocabulary piece longer than 255 bytes")
+    blocks, kept, pool = [], [], bytearray()
+    for part in (words, conts):
+        for b0 in range(0, len(part), BLOCK):
+            block = part[b0:b0 + BLOCK]
+            mask, rank = 0, len(kept)
+            blocks.append((len(pool), len(block), rank))
+            for j, (text, i) in enumerate(block):
+                if j == 0:
+                    pool += bytes([len(text)]) + text
+                else:
+                    prev, pre = block[j - 1][0], 0
+                    while pre < min(len(text), len(prev)) and text[pre] == prev[pre]:
+                        pre += 1
+                    suf = len(text) - pre
+                    pool += bytes([pre << 4 | suf]) if pre < 15 and suf < 15 else bytes([0xFF, pre, suf])
+                    pool += text[pre:]
+                if i != unk_id:  # [UNK] needs no slot: a clear mask bit means [UNK]
+                    mask |= 1 << j
+                    kept.append(i)
+            blocks[-1] += (mask,)
+    if len(pool) >= 1 << 24 or len(kept) > 0xFFFF:
+        raise VocabTableError(f"{len(pool)} pool bytes or {len(kept)} ids exceed the table's fields")
     head = struct.pack("<4sHHIII4HBBH", MAGIC, VERSION, len(added), len(words), len(conts),
-                       len(pool), unk_id, cls_id, sep_id, max_chars, longest[0], longest[1], 0)
+                       len(pool), unk_id, cls_id, sep_id, max_chars, longest[0], longest[1], len(kept))
     slots = []
     for text, i in added:
         raw = text.encode("utf-8")
         if not 0 < len(raw) <= MAX_ADDED_LEN:
             raise VocabTableError(f"added token {text!r} longer than {MAX_ADDED_LEN} bytes")
         slots.append(struct.pack("<HB", i, len(raw)) + raw.ljust(MAX_ADDED_LEN, b"\0"))
-    offs, at = [], 0
-    for s, _ in entries:
-        offs.append(at)
-        at += len(s)
-    offs.append(at)
-    off_bytes = b"".join(o.to_bytes(3, "little") for o in offs)
-    id_bytes = struct.pack(f"<{len(entries)}H", *(i for _, i in entries))
-    return head + b"".join(slots) + off_bytes + id_bytes + pool
+    block_bytes = b"".join(off.to_bytes(3, "little") + struct.pack("<BHH", n, mask, rank)
+                           for off, n, rank, mask in blocks)
+    id_bytes = struct.pack(f"<{len(kept)}H", *kept)
+    return head + b"".join(slots) + block_bytes + id_bytes + bytes(pool)
 
 
 def table_from_tokenizer_json(doc: dict) -> bytes:
@@ -136,14 +158,16 @@ def table_layout(table: bytes) -> dict:
     """Exact byte counts of a table's sections (and the entry counts)."""
     magic, version, n_added, n_words, n_conts, pool = struct.unpack_from("<4sHHIII", table)
     if magic != MAGIC or version != VERSION:
-        raise VocabTableError("not a CSWP v1 vocabulary table")
-    n = n_words + n_conts
+        raise VocabTableError(f"not a CSWP v{VERSION} vocabulary table")
+    n_kept = struct.unpack_from("<H", table, 30)[0]
+    n_blocks = -(-n_words // BLOCK) + -(-n_conts // BLOCK)
     parts = {"header": HEADER_BYTES, "added_tokens": n_added * ADDED_SLOT_BYTES,
-             "offsets": 3 * (n + 1), "ids": 2 * n, "pool": pool}
+             "blocks": BLOCK_BYTES * n_blocks, "ids": 2 * n_kept, "pool": pool}
     if sum(parts.values()) != len(table):
         raise VocabTableError(f"table is {len(table)} bytes, its header says {sum(parts.values())}")
     return {"total_bytes": len(table), "words": n_words, "continuations": n_conts,
-            "added_tokens": n_added, "section_bytes": parts}
+            "entries_with_an_id": n_kept, "blocks": n_blocks, "added_tokens": n_added,
+            "section_bytes": parts}
 
 
 def c_header(table: bytes, name: str = "cs_wp_table") -> str:
