@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         build_library,
         compare,
         cortexm_size,
+        cortexm_table_bytes,
         reference_tokenizer,
     )
 
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = compare(ctok, ref, texts, args.max_len)
                 c_rate = texts_per_second(lambda ts, c=ctok: [c.encode(t, args.max_len) for t in ts], texts)
                 ref_rate = texts_per_second(lambda ts, r=ref: [r.encode(t) for t in ts], texts)
+                if arm is not None:
+                    arm.setdefault("table_rodata_bytes", {})[f"{name}-{vocab}"] = cortexm_table_bytes(
+                        table, Path(tmp))
                 row[vocab] = {**result, "meets_bar": result["agreement"] >= BAR,
                               "table": table_layout(table),
                               "host_texts_per_s": {"c_ctypes": c_rate, "tokenizers": ref_rate,

@@ -192,3 +192,36 @@ def test_cortexm_build_needs_no_libc_and_is_sized(tmp_path):
     assert size["static_ram_bytes"] == 0
     assert 0 < size["code_bytes"] and 0 < size["rodata_bytes"]
     assert size["largest_stack_frame_bytes"] < 1024  # the word buffer lives on the stack
+
+
+def test_c_header_table_tokenizes_in_a_c_program(tmp_path, pruned_doc, trec):
+    """The table as a const array in a C header, linked with wordpiece.c: the firmware's way."""
+    import subprocess
+
+    from toolchain.mcu.vocab_table import c_header
+    from toolchain.mcu.wordpiece_host import CFLAGS, SOURCE, reference_tokenizer
+
+    (tmp_path / "table.h").write_text(c_header(table_from_tokenizer_json(pruned_doc)))
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include <string.h>\n#include "wordpiece.h"\n#include "table.h"\n'
+        "int main(int argc, char **argv) {\n    uint16_t ids[128];\n"
+        "    for (int a = 1; a < argc; a++) {\n"
+        "        int32_t n = cs_wp_encode(cs_wp_table, CS_WP_TABLE_BYTES, (const uint8_t *)argv[a],"
+        " strlen(argv[a]), ids, 128);\n"
+        '        for (int32_t i = 0; i < n; i++) printf(i ? " %u" : "%u", (unsigned)ids[i]);\n'
+        '        printf("\\n");\n    }\n    return 0;\n}\n')
+    exe = tmp_path / "tok"
+    subprocess.run(["cc", *CFLAGS, f"-I{FIRMWARE / 'include'}", str(tmp_path / "main.c"), str(SOURCE),
+                    "-o", str(exe)], check=True)
+    texts = list(trec.test.texts)[:20]
+    out = subprocess.run([str(exe), *texts], capture_output=True, text=True, check=True).stdout
+    got = [[int(v) for v in line.split()] for line in out.splitlines()]
+    assert got == [e.ids for e in reference_tokenizer(pruned_doc).encode_batch(texts)]
+
+
+@needs_arm
+def test_table_flash_bytes_on_cortexm_are_the_packed_bytes(tmp_path, pruned_doc):
+    from toolchain.mcu.wordpiece_host import cortexm_table_bytes
+
+    table = table_from_tokenizer_json(pruned_doc)
+    assert cortexm_table_bytes(table, tmp_path) == len(table) == table_layout(table)["total_bytes"]

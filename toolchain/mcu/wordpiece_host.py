@@ -115,3 +115,23 @@ def cortexm_size(out_dir: Path, cc: str = "arm-none-eabi-gcc", opt: str = "-O2")
             "flash_bytes": code + rodata, "static_ram_bytes": ram,
             "largest_stack_frame_bytes": max(frames, default=0),
             "undefined_symbols": [s for s in undefined if s != "U"]}
+
+
+def cortexm_table_bytes(table: bytes, out_dir: Path, cc: str = "arm-none-eabi-gcc") -> int:
+    """Flash bytes the table takes in a Cortex-M4 object built from its C header
+    (:func:`toolchain.mcu.vocab_table.c_header`): the size of its .rodata section."""
+    from .vocab_table import c_header
+
+    out_dir = Path(out_dir)
+    (out_dir / "cs_wp_table.h").write_text(c_header(table))
+    src = out_dir / "cs_wp_table_ref.c"
+    src.write_text('#include "cs_wp_table.h"\nconst uint8_t *cs_wp_table_ref(void);\n'
+                   "const uint8_t *cs_wp_table_ref(void) { return cs_wp_table; }\n")
+    obj = out_dir / "cs_wp_table.o"
+    proc = subprocess.run([cc, "-mcpu=cortex-m4", "-mthumb", "-fdata-sections", *CFLAGS, "-c", str(src),
+                           "-o", str(obj)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HostTokenizerError(f"arm build of the table header failed:\n{proc.stderr[-2000:]}")
+    out = subprocess.run([cc.replace("gcc", "size"), "-A", str(obj)], capture_output=True, text=True,
+                         check=True).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith(".rodata.cs_wp_table"))
