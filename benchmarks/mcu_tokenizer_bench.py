@@ -6,7 +6,8 @@ For trec, emotion and sst2: every text of the test split is tokenized by the C c
 (firmware_stubs/src/wordpiece.c, built for the host and called through ctypes) and by the
 packaged MiniLM's tokenizer.json in `tokenizers`, once over the full vocabulary and once over the
 vocabulary pruned on that dataset's training split (toolchain/export/vocab.py: the remapped
-tokenizer.json, so pieces outside the kept set become [UNK]). Agreement is the share of texts
+tokenizer.json, so pieces outside the kept set become [UNK]); with --extra-splits also every
+train and validation text over the full vocabulary. Agreement is the share of texts
 with identical ids ([CLS] ... [SEP], truncated to --max-len); every difference is listed. Also
 recorded: the packed table's exact bytes per vocabulary, and the tokenizer's Cortex-M4 object
 size (arm-none-eabi-size) when arm-none-eabi-gcc is installed. The texts/s figures are host
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--extra-splits", action="store_true",
+                    help="also compare every train and validation text (full vocabulary)")
     args = ap.parse_args(argv)
     tok_json = packaged_model_dir() / "tokenizer.json"
     full = json.loads(tok_json.read_text(encoding="utf-8"))
@@ -96,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
                 for d in result["differences"][:20]:
                     print(f"    #{d['index']}: {d['text']!r}\n      c   {d['c_ids']}\n"
                           f"      ref {d['tokenizers_ids']}", flush=True)
+            if args.extra_splits:  # the train split defines the pruning, so full vocabulary only
+                ctok = CTokenizer(lib, table_from_tokenizer_json(full))
+                ref = reference_tokenizer(full, args.max_len)
+                for split in ("train", "validation"):
+                    texts = list(getattr(ds, split).texts)
+                    row[f"{split}_full"] = result = compare(ctok, ref, texts, args.max_len)
+                    print(f"{name:8s} {split} full {result['identical']}/{result['texts']} identical", flush=True)
             rows[name] = row
     out = {"benchmark": "mcu-tokenizer", "date": datetime.now(timezone.utc).isoformat(),
            "machine": {**machine_info(), "isa": isa()}, "load_average_start": load_average(),

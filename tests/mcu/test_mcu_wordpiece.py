@@ -225,3 +225,37 @@ def test_table_flash_bytes_on_cortexm_are_the_packed_bytes(tmp_path, pruned_doc)
 
     table = table_from_tokenizer_json(pruned_doc)
     assert cortexm_table_bytes(table, tmp_path) == len(table) == table_layout(table)["total_bytes"]
+
+
+def _fuzz_texts(seed: int, n: int) -> list[bytes]:
+    """Seeded random byte strings over what the tokenizer claims to handle: ASCII, Latin-1,
+    whitespace and controls, Unicode punctuation, CJK, emoji, unaccented lower-case Cyrillic,
+    added tokens, and stray bytes that are not UTF-8."""
+    import random
+
+    rnd = random.Random(seed)
+    alphabet = ([chr(c) for c in range(0x20, 0x7F)] * 3 + [chr(c) for c in range(0xA0, 0x100)]
+                + list("\t\n\r\x00\x0b\x0c\x1b\x7f\x85\xad\u200b\u2028\u3000\ufeff\ufffd")
+                + list("–—‘’“”…‹›、。「」・！？") + list("日本語中文字") + ["😀", "👍🏽"]
+                + list("абвгдежзиклмнопрст") + ["[MASK]", "[CLS]", "##", "e\u0301"])
+    words = ["the", "what", "play", "playing", "unbelievable", "naïve", "café", "x" * 30]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rnd.randint(0, 40)):
+            r = rnd.random()
+            parts.append((rnd.choice(words) if r < 0.3 else rnd.choice(alphabet)).encode())
+            if rnd.random() < 0.03:
+                parts.append(bytes([rnd.choice([0x80, 0xBF, 0xC0, 0xC3, 0xE2, 0xED, 0xF0, 0xF5, 0xFF])]))
+        out.append(b"".join(parts))
+    return out
+
+
+def test_fuzzed_texts_match_tokenizers(pair):
+    from toolchain.mcu.wordpiece_host import reference_tokenizer
+
+    ctok, doc = pair
+    for max_len in (16, 128):
+        ref = reference_tokenizer(doc, max_len)
+        for raw in _fuzz_texts(15, 1500):
+            assert ctok.encode(raw, max_len) == ref.encode(raw.decode("utf-8", "replace")).ids, raw
