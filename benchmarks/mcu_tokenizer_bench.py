@@ -44,6 +44,27 @@ def pruned_doc(doc: dict, tokenizer_json: Path, train_texts) -> tuple[dict, int]
     return remap_tokenizer_json(doc, pruning), pruning.n_kept
 
 
+def qemu_counts(table: bytes, texts, tmp: Path, max_len: int) -> list[dict]:
+    """Each text tokenized on the emulated Cortex-M4 (QEMU mps2-an386 -icount): ids and
+    instructions per encode, deterministic."""
+    import socket
+
+    from toolchain.boards.mcu_emulation import qemu_mps2
+    from toolchain.mcu.wordpiece_host import build_count_image, parse_count_output
+
+    image = build_count_image(table, texts, tmp, max_len=max_len)
+    with qemu_mps2(image) as url:
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=120) as sock:
+            out = b""
+            while not out.endswith(b"done\n"):
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                out += chunk
+    return parse_count_output(out.decode("ascii"))
+
+
 def texts_per_second(fn, texts) -> float:
     start = time.perf_counter()
     fn(texts)
@@ -103,9 +124,21 @@ def main(argv: list[str] | None = None) -> int:
                 ctok = CTokenizer(lib, table_from_tokenizer_json(full))
                 ref = reference_tokenizer(full, args.max_len)
                 for split in ("train", "validation"):
-                    texts = list(getattr(ds, split).texts)
-                    row[f"{split}_full"] = result = compare(ctok, ref, texts, args.max_len)
+                    split_texts = list(getattr(ds, split).texts)
+                    row[f"{split}_full"] = result = compare(ctok, ref, split_texts, args.max_len)
                     print(f"{name:8s} {split} full {result['identical']}/{result['texts']} identical", flush=True)
+            if name == "trec" and arm is not None and shutil.which("qemu-system-arm"):
+                table = table_from_tokenizer_json(pruned)
+                counts = qemu_counts(table, texts, Path(tmp), args.max_len)
+                want = [e.ids for e in reference_tokenizer(pruned, args.max_len).encode_batch(texts)]
+                per_text = [c["instructions"] for c in counts]
+                per_token = [c["instructions"] / max(len(c["ids"]) - 2, 1) for c in counts]
+                row["cortexm4_qemu_pruned"] = {
+                    "texts": len(counts), "ids_equal_tokenizers": sum(c["ids"] == w for c, w in zip(counts, want, strict=True)),
+                    "instructions_per_text": {"mean": sum(per_text) / len(per_text), "max": max(per_text)},
+                    "instructions_per_piece": {"mean": sum(per_token) / len(per_token), "max": max(per_token)},
+                    "note": "QEMU -icount shift=0: 40 instructions per SysTick tick, 8 encodes per reading"}
+                print(f"trec pruned on QEMU Cortex-M4: {row['cortexm4_qemu_pruned']}", flush=True)
             rows[name] = row
     out = {"benchmark": "mcu-tokenizer", "date": datetime.now(timezone.utc).isoformat(),
            "machine": {**machine_info(), "isa": isa()}, "load_average_start": load_average(),

@@ -8,7 +8,7 @@ import json
 import unicodedata
 
 import pytest
-from mcu_helpers import FIRMWARE, needs_arm, needs_cc
+from mcu_helpers import FIRMWARE, needs_arm, needs_cc, needs_qemu
 
 from toolchain.mcu.vocab_table import (
     HEADER_BYTES,
@@ -259,3 +259,40 @@ def test_fuzzed_texts_match_tokenizers(pair):
         ref = reference_tokenizer(doc, max_len)
         for raw in _fuzz_texts(15, 1500):
             assert ctok.encode(raw, max_len) == ref.encode(raw.decode("utf-8", "replace")).ids, raw
+
+
+def _run_count_image(image) -> str:
+    import socket
+
+    from toolchain.boards.mcu_emulation import qemu_mps2
+
+    with qemu_mps2(image) as url:
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=60) as sock:
+            out = b""
+            while not out.endswith(b"done\n"):
+                chunk = sock.recv(1 << 16)
+                assert chunk, out[-200:]
+                out += chunk
+    return out.decode("ascii")
+
+
+@needs_qemu
+def test_cortexm_qemu_ids_and_deterministic_instruction_counts(tmp_path, pruned_doc, trec):
+    """The tokenizer on the emulated Cortex-M4, linked with the firmware core and the mps2 port:
+    the same ids as `tokenizers`, and the same instruction count on every run (-icount)."""
+    from toolchain.mcu.wordpiece_host import (
+        build_count_image,
+        parse_count_output,
+        reference_tokenizer,
+    )
+
+    texts = [*list(trec.test.texts)[:12], "", "a" * 101, b"caf\xc3 \xff!"]
+    image = build_count_image(table_from_tokenizer_json(pruned_doc), texts, tmp_path, max_len=16)
+    first, second = (parse_count_output(_run_count_image(image)) for _ in range(2))
+    ref = reference_tokenizer(pruned_doc, 16)
+    want = [ref.encode(t if isinstance(t, str) else t.decode("utf-8", "replace")).ids for t in texts]
+    assert [r["ids"] for r in first] == want
+    assert [r["instructions"] for r in first] == [r["instructions"] for r in second]
+    assert all(r["instructions"] > 0 for r in first)
+    assert first[0]["instructions"] > first[12]["instructions"]  # a question costs more than ""

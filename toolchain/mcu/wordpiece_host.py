@@ -135,3 +135,58 @@ def cortexm_table_bytes(table: bytes, out_dir: Path, cc: str = "arm-none-eabi-gc
     out = subprocess.run([cc.replace("gcc", "size"), "-A", str(obj)], capture_output=True, text=True,
                          check=True).stdout
     return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith(".rodata.cs_wp_table"))
+
+
+def build_count_image(table: bytes, texts, out_dir: Path, repeat: int = 8, max_len: int = 128,
+                      cc: str = "arm-none-eabi-gcc") -> Path:
+    """An mps2-an386 image that tokenizes ``texts`` (str or bytes) over ``table`` and prints the
+    ids and the instruction count of each (firmware_stubs/bench/wordpiece_count.c). The firmware
+    core and the mps2 port are linked unchanged, only the port's main renamed."""
+    from .vocab_table import c_header
+
+    out_dir = Path(out_dir)
+    raws = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
+    lines = [c_header(table)]
+    for i, raw in enumerate(raws):
+        lines.append(f"static const uint8_t cs_wp_text{i}[{max(len(raw), 1)}] = {{"
+                     + ", ".join(str(b) for b in raw or b"\0") + "};")
+    lines.append(f"#define CS_WP_N_TEXTS {len(raws)}u")
+    lines.append("static const uint8_t *const cs_wp_texts[] = {"
+                 + ", ".join(f"cs_wp_text{i}" for i in range(len(raws))) + "};")
+    lines.append("static const uint32_t cs_wp_lens[] = {" + ", ".join(f"{len(r)}u" for r in raws) + "};")
+    baked = out_dir / "wp_baked.h"
+    baked.write_text("\n".join(lines) + "\n")
+    fw = FIRMWARE
+    image = out_dir / "wordpiece-count.elf"
+    core = sorted(str(p) for p in (fw / "src").glob("*.c"))
+    cmd = [cc, "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft", "-ffreestanding", "-nostdlib",
+           "-ffunction-sections", "-fdata-sections", f"-I{fw / 'ports' / 'cortexm'}", *CFLAGS,
+           f"-I{fw / 'include'}", "-DCS_SLOT_BYTES=1048576u", f'-DCS_WP_BAKED="{baked}"',
+           f"-DCS_WP_REPEAT={repeat}u", f"-DCS_WP_MAX_LEN={max_len}u", "-o", str(image), *core,
+           str(fw / "bench" / "wordpiece_count.c"), str(fw / "ports" / "cortexm" / "cortexm_reset.c"),
+           str(out_dir / "port_mps2.c"), f"-T{fw / 'ports' / 'mps2' / 'mps2.ld'}", "-Wl,--gc-sections",
+           f"-L{fw / 'ports' / 'cortexm'}", "-lgcc"]
+    # The port's main serves the protocol; this image's main is the counting loop.
+    src = (fw / "ports" / "mps2" / "port_mps2.c").read_text()
+    (out_dir / "port_mps2.c").write_text(src.replace("int main(void)", "int cs_port_main(void);\nint cs_port_main(void)"))
+    cmd.insert(-4, f"-I{fw / 'ports' / 'mps2'}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HostTokenizerError(f"building the counting image failed:\n{proc.stderr[-3000:]}")
+    return image
+
+
+def parse_count_output(text: str, repeat: int = 8) -> list[dict]:
+    """The counting image's lines: per text its ids and instructions per encode (the count over
+    ``repeat`` encodes, divided; the tick is 40 instructions, so it resolves 40 / repeat)."""
+    if "bad table" in text:
+        raise HostTokenizerError("the counting image refused its table")
+    rows = []
+    for line in text.splitlines():
+        if line.strip() in ("", "done"):
+            continue
+        index, n, count, *ids = (int(v) for v in line.split())
+        if len(ids) != n or index != len(rows):
+            raise HostTokenizerError(f"garbled counting line {line!r}")
+        rows.append({"ids": ids, "instructions": count / repeat})
+    return rows
