@@ -169,7 +169,6 @@ def build_count_image(table: bytes, texts, out_dir: Path, repeat: int = 8, max_l
     # The port's main serves the protocol; this image's main is the counting loop.
     src = (fw / "ports" / "mps2" / "port_mps2.c").read_text()
     (out_dir / "port_mps2.c").write_text(src.replace("int main(void)", "int cs_port_main(void);\nint cs_port_main(void)"))
-    cmd.insert(-4, f"-I{fw / 'ports' / 'mps2'}")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise HostTokenizerError(f"building the counting image failed:\n{proc.stderr[-3000:]}")
