@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mcu-tok-") as tmp:
         lib = build_library(Path(tmp))
         arm = cortexm_size(Path(tmp)) if shutil.which("arm-none-eabi-gcc") else None
+        if arm is not None:  # the opt-in case/accent fold beyond Latin-1
+            arm["wide_fold"] = cortexm_size(Path(tmp), defines=("CS_WP_WIDE_FOLD",))
         for name in DATASETS:
             ds = load_dataset(preset_spec(name))
             texts = list(ds.test.texts)

@@ -9,9 +9,11 @@
  * table's max characters (100) or with a part no piece matches; [CLS] ... [SEP]; truncation.
  * Invalid UTF-8 bytes count as U+FFFD (removed), as Python's errors="replace" decoding gives.
  *
- * Not handled: lower-casing and NFD decomposition of precomposed characters beyond Latin-1
- * (Latin Extended, Greek, Cyrillic, Hangul syllables...), unassigned code points (Cn, which BERT
- * removes), and Unicode versions after the tables' (wordpiece_unicode.h). No malloc, no libc, no
+ * Not handled by default: lower-casing and NFD decomposition of precomposed characters beyond
+ * Latin-1 (Latin Extended, Greek, Cyrillic...). -DCS_WP_WIDE_FOLD adds them for every BMP
+ * character that folds to one character (8.6 KB more flash). Never handled: characters that fold
+ * to several (Hangul syllables into jamo) or outside the BMP, unassigned code points (Cn, which
+ * BERT removes), and Unicode versions after the tables' (wordpiece_unicode.h, Unicode 14). No malloc, no libc, no
  * static RAM: one word buffer on the stack (about 620 bytes of stack in all on a Cortex-M4). */
 #ifndef CS_WORDPIECE_H
 #define CS_WORDPIECE_H

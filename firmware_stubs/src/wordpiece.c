@@ -280,6 +280,20 @@ static int wp_punct(uint32_t c) {
     return WP_IN(punct, c);
 }
 
+#ifdef CS_WP_WIDE_FOLD
+/* Case and accents beyond Latin-1 (opt-in: 8.7 KB of flash). */
+static uint32_t wp_wide(uint32_t c) {
+    uint32_t lo = 0, hi = WP_N(wp_wide_fold);
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2u;
+        if (c < wp_wide_fold[mid][0]) hi = mid;
+        else if (c > wp_wide_fold[mid][0]) lo = mid + 1u;
+        else return wp_wide_fold[mid][1];
+    }
+    return c;
+}
+#endif
+
 /* An added token (e.g. [MASK]) spelled out at s: its length in bytes and id, else 0. */
 static size_t wp_added(const wp_table_t *t, const uint8_t *s, size_t len, uint32_t *id) {
     size_t best = 0;
@@ -328,6 +342,9 @@ int32_t cs_wp_encode(const uint8_t *table, size_t table_bytes, const uint8_t *te
         if (c >= 0x100u && WP_IN(mark, c)) continue; /* accent stripping removes every Mn */
         if (c >= 'A' && c <= 'Z') c += 32u;
         else if (c >= 0xC0u && c <= 0xFFu) c = wp_latin1_fold[c - 0xC0u];
+#ifdef CS_WP_WIDE_FOLD
+        else if (c >= 0x100u && c <= 0xFFFFu) c = wp_wide(c);
+#endif
         if (wp_punct(c) || wp_cjk(c)) { /* a word of its own */
             wp_flush(&t, &w, &o);
             if (o.n >= o.cap) break;

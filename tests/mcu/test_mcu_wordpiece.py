@@ -102,6 +102,24 @@ def test_what_is_stated_as_not_handled_differs(lib, full_doc):
             unicodedata.category(c) == "Mn" for c in unicodedata.normalize("NFD", text)), text
 
 
+def test_wide_fold_build_handles_case_and_accents_beyond_latin1(tmp_path, full_doc):
+    """-DCS_WP_WIDE_FOLD (opt-in, more flash): the stated limits above are lifted for characters
+    that fold to one character (Latin Extended, Greek, Cyrillic, fullwidth...)."""
+    import random
+
+    from toolchain.mcu.wordpiece_host import CTokenizer, build_library, reference_tokenizer
+
+    ctok = CTokenizer(build_library(tmp_path, defines=("CS_WP_WIDE_FOLD",)), table_from_tokenizer_json(full_doc))
+    ref = reference_tokenizer(full_doc)
+    rnd = random.Random(3)
+    alphabet = [chr(c) for c in (*range(0x100, 0x250), *range(0x370, 0x530), *range(0x1E00, 0x1F00),
+                                 *range(0xFF01, 0xFF5F), *range(0x20, 0x7F))
+                if unicodedata.category(chr(c)) != "Cn"]
+    texts = NOT_HANDLED + ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 30))) for _ in range(800)]
+    for text in texts:
+        assert ctok.encode(text) == ref.encode(text).ids, text
+
+
 def test_the_edge_cases_do_what_bert_does(pair):
     ctok, doc = pair
     vocab = doc["model"]["vocab"]
@@ -192,6 +210,8 @@ def test_cortexm_build_needs_no_libc_and_is_sized(tmp_path):
     assert size["static_ram_bytes"] == 0
     assert 0 < size["code_bytes"] and 0 < size["rodata_bytes"]
     assert size["largest_stack_frame_bytes"] < 1024  # the word buffer lives on the stack
+    wide = cortexm_size(tmp_path, defines=("CS_WP_WIDE_FOLD",))
+    assert wide["undefined_symbols"] == [] and wide["rodata_bytes"] > size["rodata_bytes"]
 
 
 def test_c_header_table_tokenizes_in_a_c_program(tmp_path, pruned_doc, trec):

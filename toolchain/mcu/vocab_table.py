@@ -223,5 +223,18 @@ def unicode_header() -> str:
     lines += _emit("other", _ranges(lambda c: cat[c] in ("Cc", "Cf", "Co", "Cs")))
     lines.append("/* Mn: removed by accent stripping. */")
     lines += _emit("mark", _ranges(lambda c: cat[c] == "Mn"))
+    wide = []
+    for c in range(0x100, 0x10000):
+        if cat[c] in ("Cc", "Cf", "Co", "Cs", "Mn", "Cn"):
+            continue
+        f = _fold(chr(c))
+        if len(f) == 1 and f != chr(c) and ord(f) <= 0xFFFF:
+            wide.append((c, ord(f)))
+    lines.append("#ifdef CS_WP_WIDE_FOLD")
+    lines.append("/* U+0100..U+FFFF whose fold (NFD, no Mn, lower case) is one other character; those that "
+                 "fold to several (Hangul syllables...) are not here. */")
+    lines.append(f"static const uint16_t wp_wide_fold[{len(wide)}][2] = {{"
+                 + ", ".join(f"{{0x{a:X}, 0x{b:X}}}" for a, b in wide) + "};")
+    lines.append("#endif")
     lines.append("#endif /* CS_WORDPIECE_UNICODE_H */")
     return "\n".join(lines) + "\n"

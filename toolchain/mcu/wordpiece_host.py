@@ -21,12 +21,13 @@ class HostTokenizerError(CodesignError):
     """The host build of the C tokenizer failed, or it refused its table."""
 
 
-def build_library(out_dir: Path, cc: str = "cc") -> Path:
-    """Compile wordpiece.c into ``out_dir/libcswp.so``."""
+def build_library(out_dir: Path, cc: str = "cc", defines: tuple[str, ...] = ()) -> Path:
+    """Compile wordpiece.c into ``out_dir/libcswp.so`` (``defines``: e.g. ``("CS_WP_WIDE_FOLD",)``)."""
     if shutil.which(cc) is None:
         raise HostTokenizerError(f"no C compiler {cc!r} on PATH (apt-get install gcc)")
-    out = Path(out_dir) / "libcswp.so"
-    cmd = [cc, *CFLAGS, "-fPIC", "-shared", f"-I{FIRMWARE / 'include'}", str(SOURCE), "-o", str(out)]
+    out = Path(out_dir) / ("libcswp" + "".join(f"-{d.lower()}" for d in defines) + ".so")
+    cmd = [cc, *CFLAGS, *(f"-D{d}" for d in defines), "-fPIC", "-shared", f"-I{FIRMWARE / 'include'}",
+           str(SOURCE), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise HostTokenizerError(f"building {SOURCE.name} failed:\n{proc.stderr[-2000:]}")
@@ -84,7 +85,8 @@ def compare(ctok: CTokenizer, ref, texts, max_len: int = 128) -> dict:
             "differences": diffs}
 
 
-def cortexm_size(out_dir: Path, cc: str = "arm-none-eabi-gcc", opt: str = "-O2") -> dict:
+def cortexm_size(out_dir: Path, cc: str = "arm-none-eabi-gcc", opt: str = "-O2",
+                 defines: tuple[str, ...] = ()) -> dict:
     """wordpiece.c compiled alone for a Cortex-M4 with the firmware's flags: code and constant
     bytes (``arm-none-eabi-size -A`` sections), the worst stack frame, and the symbols it needs
     from outside (none: no malloc, no libc)."""
@@ -94,7 +96,7 @@ def cortexm_size(out_dir: Path, cc: str = "arm-none-eabi-gcc", opt: str = "-O2")
             raise HostTokenizerError(f"{tool} not found (apt-get install gcc-arm-none-eabi)")
     obj = Path(out_dir) / "wordpiece-cm4.o"
     cmd = [cc, "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft", "-ffreestanding", "-ffunction-sections",
-           "-fdata-sections", "-fstack-usage", *CFLAGS, opt, f"-I{FIRMWARE / 'include'}", "-c", str(SOURCE),
+           "-fdata-sections", "-fstack-usage", *CFLAGS, *(f"-D{d}" for d in defines), opt, f"-I{FIRMWARE / 'include'}", "-c", str(SOURCE),
            "-o", str(obj)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -111,7 +113,7 @@ def cortexm_size(out_dir: Path, cc: str = "arm-none-eabi-gcc", opt: str = "-O2")
     frames = [int(line.split()[-2]) for line in obj.with_suffix(".su").read_text().splitlines() if line.strip()]
     undefined = subprocess.run([nm_tool, "-u", str(obj)], capture_output=True, text=True,
                                check=True).stdout.split()
-    return {"flags": " ".join(cmd[1:7] + [opt]), "code_bytes": code, "rodata_bytes": rodata,
+    return {"flags": " ".join(cmd[1:7] + [opt, *(f"-D{d}" for d in defines)]), "code_bytes": code, "rodata_bytes": rodata,
             "flash_bytes": code + rodata, "static_ram_bytes": ram,
             "largest_stack_frame_bytes": max(frames, default=0),
             "undefined_symbols": [s for s in undefined if s != "U"]}
