@@ -1,0 +1,88 @@
+"""Depth-0 whole model: the firmware's C (wordpiece.c tokenizing raw text, depth0.c computing the
+head input) is bit-exact with the Python integer reference (toolchain/mcu/depth0.py fed the
+`tokenizers` library's ids) on trec test texts and tricky inputs, and close to the fp32 feature."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mcu_helpers import needs_cc
+
+from toolchain.mcu.depth0 import (
+    Depth0Tables,
+    features_int8,
+    float_features,
+    load_embeddings,
+    quantize_depth0,
+)
+
+pytestmark = needs_cc
+MAX_LEN = 128
+TRICKY = ["", "!?...", "a" * 300, "Café naïve 日本語 😀", " ".join(["word"] * 300), "[CLS] [SEP] [UNK]"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from toolchain.data.dataset import load_dataset
+    from toolchain.data.presets import preset_spec
+    from toolchain.export.vocab import prune_for_texts, remap_tokenizer_json
+    from toolchain.features.backbone import packaged_model_dir
+    from toolchain.mcu.depth0_host import CDepth0, build_library
+    from toolchain.mcu.vocab_table import table_from_tokenizer_json
+    from toolchain.mcu.wordpiece_host import reference_tokenizer
+
+    model_dir = packaged_model_dir()
+    trec = load_dataset(preset_spec("trec"))
+    pruning = prune_for_texts(model_dir / "tokenizer.json", trec.train.texts)
+    doc = remap_tokenizer_json(json.loads((model_dir / "tokenizer.json").read_text("utf-8")), pruning)
+    tok = reference_tokenizer(doc, MAX_LEN)
+    emb = load_embeddings(model_dir, pruning.kept)
+    # Standardisation and input quantisation as a head trained on these features would have them.
+    train = np.stack([float_features(emb, e.ids) for e in tok.encode_batch(list(trec.train.texts[:400]))])
+    mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
+    z = (train - mean) / std
+    scale = float(z.max() - z.min()) / 255.0
+    zp = int(round(-128 - float(z.min()) / scale))
+    tables = quantize_depth0(emb, MAX_LEN, mean, std, scale, zp)
+    c = CDepth0(build_library(tmp_path_factory.mktemp("depth0")), table_from_tokenizer_json(doc), tables)
+    return {"trec": trec, "tok": tok, "emb": emb, "tables": tables, "c": c, "std": (mean, std, scale, zp)}
+
+
+def test_c_equals_python_reference_on_trec_test_texts(setup):
+    texts = list(setup["trec"].test.texts[:200]) + TRICKY
+    want_ids = [e.ids for e in setup["tok"].encode_batch(texts)]
+    mismatched = []
+    for text, ids in zip(texts, want_ids, strict=True):
+        got_ids, got = setup["c"].text_features(text)
+        if got_ids != ids or not np.array_equal(got, features_int8(setup["tables"], ids)):
+            mismatched.append(text)
+    assert not mismatched, f"{len(mismatched)} of {len(texts)} differ, e.g. {mismatched[:3]}"
+
+
+def test_integer_features_track_fp32(setup):
+    """Measured on trec (pruned, per-tensor int8 tables): mean |int - fp32| about 2.4 int8 levels
+    of the head input, i.e. ~0.12 standard deviations; the bound leaves a small margin."""
+    mean, std, scale, zp = setup["std"]
+    diffs = []
+    for e in setup["tok"].encode_batch(list(setup["trec"].test.texts[:200])):
+        want = np.clip(np.rint((float_features(setup["emb"], e.ids) - mean) / std / scale) + zp, -128, 127)
+        diffs.append(np.abs(features_int8(setup["tables"], e.ids).astype(np.int64) - want))
+    assert float(np.mean(diffs)) < 3.0
+
+
+def test_constant_token_and_bounds(setup):
+    t = setup["tables"]
+    flat = Depth0Tables(word=np.zeros_like(t.word[:4]), position=np.zeros_like(t.position),
+                        pos_ratio=t.pos_ratio, word_scale=t.word_scale, gain=t.gain,
+                        offset=t.offset, shift=t.shift)
+    from toolchain.mcu.depth0_host import CDepth0, HostTokenizerError
+
+    c = CDepth0(setup["c"].tokenizer._lib._name, setup["c"].tokenizer._table, flat)
+    assert np.array_equal(c.features([1, 2, 3]), features_int8(flat, [1, 2, 3]))
+    with pytest.raises(HostTokenizerError):
+        c.features([4])  # id outside the table
+    with pytest.raises(HostTokenizerError):
+        setup["c"].features([0] * (MAX_LEN + 1))
+    assert t.nbytes == t.word.size + t.position.size + 8 * t.dim
