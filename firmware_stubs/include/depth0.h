@@ -18,4 +18,28 @@ typedef struct {
 int32_t cs_depth0_features(const cs_depth0_t *m, const uint16_t *ids, uint32_t n,
                            int32_t *scratch, int8_t *out);
 
+
+
+#include "cs_core.h"
+
+/* A whole-model blob ("CSD0", toolchain/mcu/depth0_blob.py): vocabulary table, depth-0 tables and
+ * an ordinary CSGN head blob, under one CRC32 trailer. */
+#define CS_D0_MAGIC 0x30445343u /* "CSD0" little-endian */
+#define CS_D0_VERSION 1
+#define CS_D0_HEADER_BYTES 32u
+
+typedef struct {
+    const uint8_t *vocab;
+    uint32_t vocab_bytes;
+    cs_depth0_t d0;
+    cs_model_t head;
+} cs_whole_t;
+
+/* NULL when blob is a valid whole model (its head parsed by cs_model_parse), else a reason. */
+const char *cs_whole_parse(const uint8_t *blob, uint32_t len, cs_whole_t *w);
+
+/* Tokenize text, compute the depth-0 features and run the head into logits[head.out_dim].
+ * ids holds max_len entries, scratch 2 x dim int32, feat dim int8. Returns the token count or -1. */
+int32_t cs_whole_classify(const cs_whole_t *w, const uint8_t *text, uint32_t len, uint16_t *ids,
+                          int32_t *scratch, int8_t *feat, int8_t *logits);
 #endif /* CS_DEPTH0_H */

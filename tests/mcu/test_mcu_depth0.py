@@ -12,11 +12,13 @@ from mcu_helpers import needs_cc
 
 from toolchain.mcu.depth0 import (
     Depth0Tables,
+    classify_int8,
     features_int8,
     float_features,
     load_embeddings,
     quantize_depth0,
 )
+from toolchain.mcu.quantize import quantize_head
 
 pytestmark = needs_cc
 MAX_LEN = 128
@@ -39,15 +41,30 @@ def setup(tmp_path_factory):
     doc = remap_tokenizer_json(json.loads((model_dir / "tokenizer.json").read_text("utf-8")), pruning)
     tok = reference_tokenizer(doc, MAX_LEN)
     emb = load_embeddings(model_dir, pruning.kept)
-    # Standardisation and input quantisation as a head trained on these features would have them.
-    train = np.stack([float_features(emb, e.ids) for e in tok.encode_batch(list(trec.train.texts[:400]))])
+    # A softmax head fitted on standardised fp32 depth-0 features of trec's training texts, then
+    # quantised as every MCU head is; the tables fold in its standardisation and input scale.
+    train = np.stack([float_features(emb, e.ids) for e in tok.encode_batch(list(trec.train.texts[:800]))])
     mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
     z = (train - mean) / std
-    scale = float(z.max() - z.min()) / 255.0
-    zp = int(round(-128 - float(z.min()) / scale))
+    head = quantize_head(_fit_softmax(z, np.asarray(trec.train.labels[:800])), z)
+    scale, zp = head.input_scale, head.input_zero_point
     tables = quantize_depth0(emb, MAX_LEN, mean, std, scale, zp)
     c = CDepth0(build_library(tmp_path_factory.mktemp("depth0")), table_from_tokenizer_json(doc), tables)
-    return {"trec": trec, "tok": tok, "emb": emb, "tables": tables, "c": c, "std": (mean, std, scale, zp)}
+    return {"trec": trec, "tok": tok, "emb": emb, "tables": tables, "c": c, "std": (mean, std, scale, zp),
+            "head": head, "vocab": table_from_tokenizer_json(doc)}
+
+
+def _fit_softmax(x: np.ndarray, y: np.ndarray):
+    from toolchain.heads.dense import DenseLayer
+
+    n_cls = int(y.max()) + 1
+    w, b, onehot = np.zeros((n_cls, x.shape[1])), np.zeros(n_cls), np.eye(n_cls)[y]
+    for _ in range(100):
+        p = np.exp((z := x @ w.T + b) - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        w -= 0.5 * (p - onehot).T @ x / len(x)
+        b -= 0.5 * (p - onehot).mean(0)
+    return [DenseLayer(w.astype(np.float32), b.astype(np.float32))]
 
 
 def test_c_equals_python_reference_on_trec_test_texts(setup):
@@ -86,3 +103,23 @@ def test_constant_token_and_bounds(setup):
     with pytest.raises(HostTokenizerError):
         setup["c"].features([0] * (MAX_LEN + 1))
     assert t.nbytes == t.word.size + t.position.size + 8 * t.dim
+
+
+def test_whole_blob_parsed_and_run_by_the_firmware_code(setup, tmp_path):
+    from toolchain.mcu.depth0_blob import to_whole_blob, whole_blob_size
+    from toolchain.mcu.depth0_host import CWhole, build_whole_library
+
+    t, head = setup["tables"], setup["head"]
+    blob = to_whole_blob(setup["vocab"], t, head)
+    assert len(blob) == whole_blob_size(len(setup["vocab"]), t, head)
+    lib = build_whole_library(tmp_path)
+    whole = CWhole(lib, blob, t.max_len, t.dim, head.out_dim)
+    assert whole.why is None, whole.why
+    texts = list(setup["trec"].test.texts[:100]) + TRICKY
+    for text, enc in zip(texts, setup["tok"].encode_batch(texts), strict=True):
+        n, logits = whole.classify(text)
+        assert n == len(enc.ids)
+        assert np.array_equal(logits, classify_int8(t, head, enc.ids)), text
+    bad = bytearray(blob)
+    bad[100] ^= 1  # inside the vocabulary table: the trailer CRC catches it
+    assert CWhole(lib, bytes(bad), t.max_len, t.dim, head.out_dim).why == b"blob crc mismatch"

@@ -198,3 +198,10 @@ def features_int8(tables: Depth0Tables, ids: Sequence[int]) -> np.ndarray:
     m = _div_round(s * tables.gain.astype(np.int64), len(ids))
     v = (m + tables.offset.astype(np.int64) + (1 << (tables.shift - 1))) >> tables.shift
     return np.clip(v, -128, 127).astype(np.int8)
+
+
+def classify_int8(tables: Depth0Tables, head, ids: Sequence[int]) -> np.ndarray:
+    """The whole depth-0 model's int8 logits for one id sequence (features, then the int8 head)."""
+    from .reference import run_int8
+
+    return run_int8(head, features_int8(tables, ids))

@@ -66,3 +66,42 @@ class CDepth0:
     def text_features(self, text: str) -> tuple[list[int], np.ndarray]:
         ids = self.tokenizer.encode(text, self.max_len)
         return ids, self.features(ids)
+
+
+WHOLE_SOURCES = ("depth0.c", "wordpiece.c", "whole.c", "model.c", "crc32.c", "kernels.c", "kernels_dsp.c")
+
+
+def build_whole_library(out_dir: Path, cc: str = "cc") -> Path:
+    """The firmware's blob parser and text classifier (no command loop) as ``libcswhole.so``."""
+    import subprocess
+
+    out = Path(out_dir) / "libcswhole.so"
+    cmd = [cc, *CFLAGS, "-fPIC", "-shared", f"-I{FIRMWARE / 'include'}",
+           *(str(FIRMWARE / "src" / s) for s in WHOLE_SOURCES), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HostTokenizerError(f"building whole.c failed:\n{proc.stderr[-2000:]}")
+    return out
+
+
+class CWhole:
+    """Parse a CSD0 blob with the firmware's cs_whole_parse and classify text with it."""
+
+    def __init__(self, library: Path, blob: bytes, max_len: int, dim: int, out_dim: int):
+        self._lib = ctypes.CDLL(str(library))
+        self._lib.cs_whole_parse.restype = ctypes.c_char_p
+        self._lib.cs_whole_classify.restype = ctypes.c_int32
+        # cs_whole_t holds a cs_model_t (CS_MAX_LAYERS layers): 8 KiB is ample and aligned.
+        self._w = (ctypes.c_uint64 * 1024)()
+        self._blob = (ctypes.c_uint32 * ((len(blob) + 3) // 4)).from_buffer_copy(blob + b"\0" * (-len(blob) % 4))
+        self.why = self._lib.cs_whole_parse(self._blob, ctypes.c_uint32(len(blob)), self._w)
+        self.max_len, self.dim, self.out_dim = max_len, dim, out_dim
+
+    def classify(self, text: str) -> tuple[int, np.ndarray]:
+        raw = text.encode("utf-8")
+        ids = (ctypes.c_uint16 * self.max_len)()
+        scratch = (ctypes.c_int32 * (2 * self.dim))()
+        feat = (ctypes.c_int8 * self.dim)()
+        logits = (ctypes.c_int8 * self.out_dim)()
+        n = self._lib.cs_whole_classify(self._w, raw, ctypes.c_uint32(len(raw)), ids, scratch, feat, logits)
+        return n, np.frombuffer(bytes(logits), dtype=np.int8).copy()
