@@ -49,10 +49,17 @@
 #define CS_CMD_COMMIT "commit"     /* commit ID%       -> m-commit-[id=XXXXXXXX] (idempotent) */
 #define CS_CMD_SELFCHECK "selfcheck" /* selfcheck%     -> m-selfcheck-[n=K;crc=..;icount=T] */
 #define CS_CMD_CALIB "calib"       /* calib N%         -> m-calib-[n=N;icount=T] */
+/* Whole-model images only (-DCS_WHOLE_MODEL; a CSD0 blob committed): raw text in. */
+#define CS_CMD_TLOAD "tload"       /* tload NBYTES CRC%      -> m-tload-[expecting NBYTES] */
+#define CS_CMD_TDATA "tdata"       /* tdata OFFSET HEX CRC%  -> m-ack-END (as mdata) */
+#define CS_CMD_TINFER "tinfer"     /* tinfer% -> m-tinfer-done-[tokens=N;icount=T;incrc=X] */
 
 /* Bounds that keep a fuzzed or corrupted command from hanging the device. */
 #define CS_INFER_MAX 10000u
 #define CS_CALIB_MAX 10000000u
+#ifndef CS_TEXT_MAX
+#define CS_TEXT_MAX 2048u          /* longest raw text tload accepts, bytes */
+#endif
 
 /* Weights blob ("CSGN"): see toolchain/mcu/blob.py for the authoritative layout. */
 #define CS_BLOB_MAGIC 0x4E475343u /* "CSGN" little-endian */

@@ -34,6 +34,19 @@ static uint32_t input_expected, input_filled;
 static int8_t output[CS_MAX_DIM];
 static uint32_t output_valid;
 
+#ifdef CS_WHOLE_MODEL
+/* Whole-model images (-DCS_WHOLE_MODEL): a committed CSD0 blob classifies raw text sent with
+ * tload/tdata/tinfer; its head is `model`, so selfcheck, infer and results work as for a head. */
+#include "depth0.h"
+static cs_whole_t whole;
+static int whole_active;
+static uint8_t text[CS_TEXT_MAX];
+static struct {
+    int open;
+    uint32_t expected, received, crc;
+} text_staging;
+#endif
+
 /* ---------------------------------------------------------------- small parsing helpers */
 
 static int streq(const char *a, const char *b) {
@@ -225,26 +238,38 @@ static void cmd_mload(int argc, char **argv) {
 
 static uint8_t *staging_slot(void) { return slots[active_slot == 0 ? 1 : 0]; }
 
-static void cmd_mdata(int argc, char **argv) {
+/* One upload chunk 'CMD OFFSET HEX CRC' into dst (expected bytes, received so far): the rules
+ * mdata and tdata share. Returns the new received count, or 0 after a nak. */
+static uint32_t take_chunk(int argc, char **argv, uint8_t *dst, uint32_t expected,
+                           uint32_t received) {
     static uint8_t chunk[CS_LINE_MAX / 2];
     uint32_t off, crc;
-    if (!staging.open) FAIL("mdata: no upload open; send mload first");
-    if (argc != 4 || !parse_u32(argv[1], &off) || !parse_hex32(argv[3], &crc))
-        FAIL_NAK("usage 'mdata OFFSET HEX CRC'");
+    if (argc != 4 || !parse_u32(argv[1], &off) || !parse_hex32(argv[3], &crc)) {
+        nak("usage 'mdata|tdata OFFSET HEX CRC'");
+        return 0;
+    }
     int32_t n = decode_hex(argv[2], chunk, sizeof chunk);
-    if (n <= 0) FAIL_NAK("bad hex");
+    if (n <= 0) { nak("bad hex"); return 0; }
     /* The chunk CRC covers the offset too, so a corrupted offset cannot pass as valid. */
     uint8_t le[4] = {(uint8_t)off, (uint8_t)(off >> 8), (uint8_t)(off >> 16), (uint8_t)(off >> 24)};
-    if (cs_crc32(cs_crc32(0, le, 4), chunk, (size_t)n) != crc) FAIL_NAK("chunk crc");
+    if (cs_crc32(cs_crc32(0, le, 4), chunk, (size_t)n) != crc) { nak("chunk crc"); return 0; }
     /* Resending an already acknowledged chunk is allowed (its ack may have been lost). */
-    if (off > staging.received || (uint64_t)off + (uint32_t)n > staging.expected)
-        FAIL_NAK("offset out of sequence");
-    uint8_t *dst = staging_slot() + off;
-    for (int32_t i = 0; i < n; i++) dst[i] = chunk[i];
-    if (off + (uint32_t)n > staging.received) staging.received = off + (uint32_t)n;
+    if (off > received || (uint64_t)off + (uint32_t)n > expected) {
+        nak("offset out of sequence");
+        return 0;
+    }
+    for (int32_t i = 0; i < n; i++) dst[off + (uint32_t)i] = chunk[i];
+    if (off + (uint32_t)n > received) received = off + (uint32_t)n;
     cs_puts(CS_PREFIX_OK "ack-");
     cs_put_u64(off + (uint32_t)n);
     cs_end_line();
+    return received;
+}
+
+static void cmd_mdata(int argc, char **argv) {
+    if (!staging.open) FAIL("mdata: no upload open; send mload first");
+    uint32_t r = take_chunk(argc, argv, staging_slot(), staging.expected, staging.received);
+    if (r) staging.received = r;
 }
 
 static void reply_commit(void) {
@@ -274,12 +299,29 @@ static void cmd_commit(int argc, char **argv) {
         FAIL("commit: staged blob does not match its id, previous model kept");
     }
     cs_model_t candidate;
+#ifdef CS_WHOLE_MODEL
+    static cs_whole_t wcand;
+    const int is_whole = staging.expected >= 4u && slot[0] == 'C' && slot[1] == 'S' &&
+                         slot[2] == 'D' && slot[3] == '0';
+    const char *why = is_whole ? cs_whole_parse(slot, staging.expected, &wcand)
+                               : cs_model_parse(slot, staging.expected, &candidate);
+    if (is_whole && !why) {
+        candidate = wcand.head;
+        candidate.id = staging.id; /* the whole blob's id, verified above */
+        candidate.bytes = staging.expected;
+    }
+#else
     const char *why = cs_model_parse(slot, staging.expected, &candidate);
+#endif
     if (why) {
         staging.open = 0;
         FAIL(why);
     }
     model = candidate;
+#ifdef CS_WHOLE_MODEL
+    whole_active = is_whole;
+    if (is_whole) whole = wcand;
+#endif
     active_slot = (slot == slots[0]) ? 0 : 1;
     staging.open = 0;
     output_valid = 0;
@@ -331,6 +373,55 @@ static void cmd_calib(int argc, char **argv) {
     cs_puts("]" CS_EOL);
 }
 
+#ifdef CS_WHOLE_MODEL
+/* tload NBYTES CRC%: open a text upload; CRC is the CRC32 of the whole text, checked by tinfer. */
+static void cmd_tload(int argc, char **argv) {
+    uint32_t n, crc;
+    if (argc != 3 || !parse_u32(argv[1], &n) || !parse_hex32(argv[2], &crc))
+        FAIL("tload: usage 'tload NBYTES CRC'");
+    if (n > CS_TEXT_MAX) FAIL("tload: text longer than CS_TEXT_MAX");
+    text_staging.open = 1;
+    text_staging.expected = n;
+    text_staging.received = 0;
+    text_staging.crc = crc;
+    output_valid = 0;
+    cs_puts(CS_PREFIX_OK "tload-[expecting ");
+    cs_put_u64(n);
+    cs_puts("]" CS_EOL);
+}
+
+static void cmd_tdata(int argc, char **argv) {
+    if (!text_staging.open) FAIL("tdata: no text upload open; send tload first");
+    uint32_t r = take_chunk(argc, argv, text, text_staging.expected, text_staging.received);
+    if (r) text_staging.received = r;
+}
+
+/* tinfer%: tokenize the uploaded text, depth-0 features, head; the logits go to results. */
+static void cmd_tinfer(void) {
+    static uint16_t ids[CS_MAX_DIM];
+    static int32_t scratch[2 * CS_MAX_DIM];
+    static int8_t feat[CS_MAX_DIM];
+    if (active_slot < 0 || !whole_active) FAIL("tinfer: no whole model committed");
+    if (!text_staging.open || text_staging.received != text_staging.expected)
+        FAIL("tinfer: text not uploaded");
+    if (cs_crc32(0, text, text_staging.expected) != text_staging.crc)
+        FAIL("tinfer: text crc mismatch, upload it again");
+    if (whole.d0.max_len > CS_MAX_DIM) FAIL("tinfer: max_len above CS_MAX_DIM");
+    port_counter_start();
+    int32_t n = cs_whole_classify(&whole, text, text_staging.expected, ids, scratch, feat, output);
+    uint64_t t = port_counter_elapsed();
+    if (n < 0) FAIL("tinfer: the model refused the text");
+    output_valid = model.out_dim;
+    cs_puts(CS_PREFIX_OK "tinfer-done-[tokens=");
+    cs_put_u64((uint32_t)n);
+    cs_puts(";icount=");
+    cs_put_u64(t);
+    cs_puts(";incrc=");
+    cs_put_hex32(text_staging.crc);
+    cs_puts("]" CS_EOL);
+}
+#endif
+
 /* ---------------------------------------------------------------- dispatch */
 
 void cs_handle_line(char *line, uint32_t len) {
@@ -373,6 +464,14 @@ void cs_handle_line(char *line, uint32_t len) {
         cmd_selfcheck();
     } else if (streq(argv[0], CS_CMD_CALIB)) {
         cmd_calib(argc, argv);
+#ifdef CS_WHOLE_MODEL
+    } else if (streq(argv[0], CS_CMD_TLOAD)) {
+        cmd_tload(argc, argv);
+    } else if (streq(argv[0], CS_CMD_TDATA)) {
+        cmd_tdata(argc, argv);
+    } else if (streq(argv[0], CS_CMD_TINFER)) {
+        cmd_tinfer();
+#endif
     } else {
         cs_puts(CS_PREFIX_ERR "[unknown command '");
         put_sanitized(argv[0]);

@@ -5,6 +5,7 @@ head input) is bit-exact with the Python integer reference (toolchain/mcu/depth0
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -123,3 +124,69 @@ def test_whole_blob_parsed_and_run_by_the_firmware_code(setup, tmp_path):
     bad = bytearray(blob)
     bad[100] ^= 1  # inside the vocabulary table: the trailer CRC catches it
     assert CWhole(lib, bytes(bad), t.max_len, t.dim, head.out_dim).why == b"blob crc mismatch"
+
+
+@pytest.fixture(scope="module")
+def small_whole(setup):
+    """A whole model over a vocabulary pruned to the texts it will see, so it fits the posix
+    image's 1 MiB model slot (the trec-train pruning's 3.1 MB tables do not)."""
+    from toolchain.export.vocab import prune_for_texts, remap_tokenizer_json
+    from toolchain.features.backbone import packaged_model_dir
+    from toolchain.mcu.depth0_blob import to_whole_blob
+    from toolchain.mcu.vocab_table import table_from_tokenizer_json
+    from toolchain.mcu.wordpiece_host import reference_tokenizer
+
+    model_dir = packaged_model_dir()
+    texts = list(setup["trec"].test.texts[:100])
+    pruning = prune_for_texts(model_dir / "tokenizer.json", texts)
+    doc = remap_tokenizer_json(json.loads((model_dir / "tokenizer.json").read_text("utf-8")), pruning)
+    mean, std, scale, zp = setup["std"]
+    tables = quantize_depth0(load_embeddings(model_dir, pruning.kept), MAX_LEN, mean, std, scale, zp)
+    blob = to_whole_blob(table_from_tokenizer_json(doc), tables, setup["head"])
+    return texts, reference_tokenizer(doc, MAX_LEN), tables, blob
+
+
+def test_posix_pty_raw_text_in_class_out_bit_exact(posix_fw, setup, small_whole):
+    from toolchain.boards.mcu_emulation import posix_pty
+    from toolchain.boards.serial_link import SerialLink
+    from toolchain.boards.text_link import classify_text
+    from toolchain.mcu import selfcheck_crc
+
+    texts, tok, tables, blob = small_whole
+    head = setup["head"]
+    assert len(blob) < 1 << 20
+    with posix_pty(posix_fw) as path, SerialLink(path, timeout_s=5.0) as link:
+        link.handshake()
+        link.upload_model(blob)
+        assert link.self_check().crc == selfcheck_crc(head)  # the head's own references
+        got = [classify_text(link, text) for text in texts + TRICKY]
+    for r, enc in zip(got, tok.encode_batch(texts + TRICKY), strict=True):
+        assert r.tokens == len(enc.ids)
+        assert np.array_equal(r.output, classify_int8(tables, head, enc.ids))
+        assert r.argmax == int(np.argmax(r.output)) and r.icount > 0
+
+
+def test_text_upload_with_bad_crc_is_refused(posix_fw, setup, small_whole):
+    from toolchain.boards.mcu_emulation import posix_pty
+    from toolchain.boards.serial_link import SerialLink
+    from toolchain.errors import ProtocolError
+    from toolchain.mcu import protocol as P
+
+    text = b"What is the capital of France ?"
+    with posix_pty(posix_fw) as path, SerialLink(path, timeout_s=5.0) as link:
+        link.handshake()
+        with pytest.raises(ProtocolError, match="no whole model"):
+            link.exchange(P.CMD_TINFER)
+        link.upload_model(small_whole[3])
+        link.exchange(P.tload_command(text))
+        bad = P.tdata_command(0, text).rsplit(" ", 1)[0] + " 00000000"  # wrong chunk CRC
+        assert any("nak-[chunk crc]" in x for x in link._transceive(bad, None)[0])
+        with pytest.raises(ProtocolError, match="text not uploaded"):
+            link.exchange(P.CMD_TINFER)
+        # A chunk that passes its own CRC but the whole text's CRC announced by tload differs.
+        link.exchange(f"{P.CMD_TLOAD} {len(text)} {zlib.crc32(text) ^ 1:08x}")
+        link.exchange(P.tdata_command(0, text))
+        with pytest.raises(ProtocolError, match="text crc mismatch"):
+            link.exchange(P.CMD_TINFER)
+        with pytest.raises(ProtocolError, match="CS_TEXT_MAX"):
+            link.exchange(f"{P.CMD_TLOAD} {P.TEXT_MAX + 1} 0")

@@ -106,6 +106,7 @@ def test_protocol_constants_match_header():
         and define("CS_PREFIX_ERR") == f'"{P.PREFIX_ERR}"'
     )
     assert int(define("CS_LINE_MAX")) == P.LINE_MAX
+    assert define("CS_TEXT_MAX") == f"{P.TEXT_MAX}u"
     assert int(define("CS_BLOB_MAGIC").rstrip("u"), 16) == P.BLOB_MAGIC
     assert (
         define("CS_INFER_MAX") == f"{P.INFER_MAX}u" and define("CS_CALIB_MAX") == f"{P.CALIB_MAX}u"
@@ -123,5 +124,8 @@ def test_protocol_constants_match_header():
         "COMMIT",
         "SELFCHECK",
         "CALIB",
+        "TLOAD",
+        "TDATA",
+        "TINFER",
     ):
         assert define(f"CS_CMD_{cmd}") == f'"{getattr(P, "CMD_" + cmd)}"'

@@ -17,21 +17,29 @@ from toolchain.mcu.blob import model_id, to_blob
 
 
 @needs_arm
-@pytest.mark.parametrize("port", ["mps2", "stm32f4"])
+@pytest.mark.parametrize("port", ["mps2", "stm32f4", "mps2-whole"])
 def test_bare_metal_images_build_and_fit(fw_dir, port):
+    """Each image within the flash budget its kind states: head-only images within
+    budget.FIRMWARE_FLASH_BYTES, the whole-model image (tokenizer, depth-0, text commands)
+    within budget.WHOLE_FIRMWARE_FLASH_BYTES, and only that image links the text path."""
+    from toolchain.mcu.budget import FIRMWARE_FLASH_BYTES, WHOLE_FIRMWARE_FLASH_BYTES
+
+    whole = port.endswith("-whole")
     elf = fw_dir / port / "codesign-fw.elf"
     assert elf.is_file()
     size = subprocess.run(
         ["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True
     )
     text, data, bss = (int(v) for v in size.stdout.splitlines()[1].split()[:3])
-    assert 2_000 < text < 16 * 1024  # budget.FIRMWARE_FLASH_BYTES holds the code
-    ram = {"mps2": 4 << 20, "stm32f4": 128 << 10}[port]
+    assert 2_000 < text < (WHOLE_FIRMWARE_FLASH_BYTES if whole else FIRMWARE_FLASH_BYTES)
+    ram = {"mps2": 4 << 20, "stm32f4": 128 << 10, "mps2-whole": 4 << 20}[port]
     assert data + bss < ram
     symbols = subprocess.run(
         ["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True
     )
     assert "cs_dense_s8" in symbols.stdout and " printf" not in symbols.stdout  # no libc
+    assert ("cs_whole_classify" in symbols.stdout) == whole
+    assert ("cs_wp_encode" in symbols.stdout) == whole
 
 
 @pytest.fixture(scope="module")

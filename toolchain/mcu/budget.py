@@ -16,8 +16,15 @@ from .quantize import QuantizedHead
 # Measured with arm-none-eabi-size on the mps2/stm32f4 builds (about 7.5 KiB of text), rounded
 # up for vendor start-up code and a flash-programming driver a production port would add.
 FIRMWARE_FLASH_BYTES = 16 * 1024
+# The whole-model image (mps2-whole: tokenizer with its Unicode tables, depth-0 code and the
+# tload/tdata/tinfer commands): 23,936 B of text measured on mps2, rounded up the same way.
+WHOLE_FIRMWARE_FLASH_BYTES = 32 * 1024
 # Line buffer, reply state, CRC table, the self-check output buffer and the stack.
 FIRMWARE_RAM_BYTES = 12 * 1024
+# Whole-model image on top: the text buffer (CS_TEXT_MAX) and the tinfer buffers sized by
+# CS_MAX_DIM (ids u16, scratch 2 x i32, features i8) and two cs_whole_t: 47,848 B more bss than
+# the head-only mps2 image (arm-none-eabi-size), rounded up.
+WHOLE_FIRMWARE_RAM_EXTRA_BYTES = 48 * 1024
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,11 @@ CMD_MDATA = "mdata"
 CMD_COMMIT = "commit"
 CMD_SELFCHECK = "selfcheck"
 CMD_CALIB = "calib"
+# Whole-model images (CS_WHOLE_MODEL, a CSD0 blob committed): raw text in.
+CMD_TLOAD = "tload"
+CMD_TDATA = "tdata"
+CMD_TINFER = "tinfer"
+TEXT_MAX = 2048
 
 _BRACKET = re.compile(r"^m-([a-z-]+?)-\[(.*)\]$")
 
@@ -71,6 +76,16 @@ def chunk_crc(offset: int, data: bytes) -> int:
 
 def mdata_command(offset: int, data: bytes) -> str:
     return f"{CMD_MDATA} {offset} {data.hex()} {chunk_crc(offset, data):08x}"
+
+
+def tload_command(text: bytes) -> str:
+    """Open a text upload; the CRC32 of the whole text is checked again by tinfer."""
+    return f"{CMD_TLOAD} {len(text)} {zlib.crc32(text):08x}"
+
+
+def tdata_command(offset: int, data: bytes) -> str:
+    """A text chunk: the same line and CRC (over offset and data) as an mdata chunk."""
+    return f"{CMD_TDATA} {offset} {data.hex()} {chunk_crc(offset, data):08x}"
 
 
 def max_chunk_bytes(line_max: int = LINE_MAX) -> int:
