@@ -485,6 +485,18 @@ void cs_boot_banner(void) {
     /* A model baked into the image is committed at boot exactly like an uploaded one. */
     if (cs_baked_blob_len <= CS_SLOT_BYTES) {
         for (uint32_t i = 0; i < cs_baked_blob_len; i++) slots[0][i] = cs_baked_blob[i];
+#ifdef CS_WHOLE_MODEL
+        if (cs_baked_blob_len >= 4u && slots[0][0] == 'C' && slots[0][1] == 'S' &&
+            slots[0][2] == 'D' && slots[0][3] == '0') {
+            if (!cs_whole_parse(slots[0], cs_baked_blob_len, &whole)) {
+                model = whole.head;
+                model.id = cs_crc32(0, slots[0], cs_baked_blob_len - 4u);
+                model.bytes = cs_baked_blob_len;
+                whole_active = 1;
+                active_slot = 0;
+            }
+        } else
+#endif
         if (!cs_model_parse(slots[0], cs_baked_blob_len, &model)) active_slot = 0;
     }
 #endif

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from mcu_helpers import needs_cc
+from mcu_helpers import needs_cc, needs_qemu
 
 from toolchain.mcu.depth0 import (
     Depth0Tables,
@@ -190,3 +190,42 @@ def test_text_upload_with_bad_crc_is_refused(posix_fw, setup, small_whole):
             link.exchange(P.CMD_TINFER)
         with pytest.raises(ProtocolError, match="CS_TEXT_MAX"):
             link.exchange(f"{P.CMD_TLOAD} {P.TEXT_MAX + 1} 0")
+
+
+def _qemu_session(image, texts):
+    from toolchain.boards.mcu_emulation import qemu_mps2
+    from toolchain.boards.serial_link import SerialLink
+    from toolchain.boards.text_link import classify_text
+
+    with qemu_mps2(image) as url, SerialLink(url, timeout_s=10.0) as link:
+        info = link.handshake()
+        check = link.self_check()
+        return info, check, [classify_text(link, text) for text in texts]
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_qemu_mps2_whole_model_bit_exact_with_deterministic_counts(setup, small_whole, tmp_path):
+    """The whole model baked into the mps2-whole image on the emulated Cortex-M4: raw text over
+    the emulated UART, logits bit-exact, and QEMU -icount instruction counts identical across two
+    fresh emulators (per inference, and so per token)."""
+    from mcu_helpers import make
+
+    from toolchain.mcu import selfcheck_crc
+    from toolchain.mcu.depth0_blob import whole_c_header
+
+    texts, tok, tables, blob = small_whole
+    texts = texts[:30] + TRICKY[:2]
+    header = tmp_path / "whole.h"
+    header.write_text(whole_c_header(blob))
+    make(tmp_path / "fw", "mps2-whole", BAKED=str(header))
+    image = tmp_path / "fw" / "mps2-whole" / "codesign-fw.elf"
+    info, check, first = _qemu_session(image, texts)
+    _, check2, second = _qemu_session(image, texts)
+    assert info.port == "mps2-an386" and info.counter_unit == "instructions"
+    assert check.crc == selfcheck_crc(setup["head"]) and check.icount == check2.icount
+    for r, enc in zip(first, tok.encode_batch(texts), strict=True):
+        assert r.tokens == len(enc.ids)
+        assert np.array_equal(r.output, classify_int8(tables, setup["head"], enc.ids))
+    assert [r.icount for r in first] == [r.icount for r in second]
+    assert all(r.icount > 0 for r in first)
