@@ -6,9 +6,9 @@
 #include <stdint.h>
 
 typedef struct {
-    uint32_t n_words, dim, max_len, pos_ratio, shift;
+    uint32_t n_words, dim, max_len, word_mult, pos_mult, shift;
     const int8_t *word;      /* [n_words][dim], int8 per tensor */
-    const int8_t *position;  /* [max_len][dim], token type 0 folded in, scale pos_ratio x word's */
+    const int8_t *position;  /* [max_len][dim], token type 0 folded in, int8 per tensor */
     const int32_t *gain;     /* [dim], Q(shift): LayerNorm weight / (feature std x input scale) */
     const int32_t *offset;   /* [dim], Q(shift): standardised LayerNorm bias + input zero point */
 } cs_depth0_t;

@@ -1,6 +1,6 @@
 /* Depth-0 features: integer LayerNorm per token, masked mean pooling and the head's input
  * quantisation folded into one per-dimension gain and offset. Every step mirrors
- * toolchain/mcu/depth0.py; int64 where a product needs it (all below 2^57). */
+ * toolchain/mcu/depth0.py; int64 where a product needs it (q below 2^59, c x inv below 2^57). */
 #include "depth0.h"
 
 /* floor(sqrt(v)), bit by bit (no libm on the bare-metal ports). */
@@ -32,7 +32,7 @@ int32_t cs_depth0_features(const cs_depth0_t *m, const uint16_t *ids, uint32_t n
         const int8_t *p = m->position + t * d;
         int32_t total = 0;
         for (uint32_t j = 0; j < d; j++) {
-            c[j] = (int32_t)w[j] + (int32_t)m->pos_ratio * (int32_t)p[j];
+            c[j] = (int32_t)m->word_mult * w[j] + (int32_t)m->pos_mult * p[j];
             total += c[j];
         }
         uint64_t q = 0;
@@ -41,10 +41,10 @@ int32_t cs_depth0_features(const cs_depth0_t *m, const uint16_t *ids, uint32_t n
             q += (uint64_t)((int64_t)c[j] * c[j]);
         }
         if (q == 0) continue; /* a constant token: LayerNorm gives 0 (eps dropped) */
-        const int64_t r = (int64_t)isqrt64((q << 16) / d);
-        const int64_t inv = (1ll << 46) / r;
+        const int64_t r = (int64_t)isqrt64(q / d);
+        const int64_t inv = (1ll << 40) / r;
         for (uint32_t j = 0; j < d; j++)
-            sum[j] += (int32_t)(((int64_t)c[j] * inv + (1ll << 25)) >> 26);
+            sum[j] += (int32_t)(((int64_t)c[j] * inv + (1ll << 27)) >> 28);
     }
     const int64_t half = (int64_t)(n / 2u), nn = (int64_t)n;
     for (uint32_t j = 0; j < d; j++) {

@@ -13,18 +13,20 @@ const char *cs_whole_parse(const uint8_t *blob, uint32_t len, cs_whole_t *w) {
     if (len < CS_D0_HEADER_BYTES + 4u) return "whole blob too short";
     if (((uintptr_t)blob & 3u) != 0) return "blob not 4-byte aligned";
     if (rd32(blob) != CS_D0_MAGIC || rd16(blob + 4) != CS_D0_VERSION) return "not a CSD0 v1 blob";
-    if (rd32(blob + 24) != len) return "length field mismatch";
+    if (rd32(blob + 28) != len) return "length field mismatch";
     if (cs_crc32(0, blob, len - 4u) != rd32(blob + len - 4u)) return "blob crc mismatch";
     cs_depth0_t *d = &w->d0;
     d->dim = rd16(blob + 6);
     d->n_words = rd32(blob + 8);
     d->max_len = rd16(blob + 12);
-    d->pos_ratio = blob[14];
-    d->shift = blob[15];
-    w->vocab_bytes = rd32(blob + 16);
-    const uint32_t head_bytes = rd32(blob + 20);
+    d->word_mult = rd16(blob + 14);
+    d->pos_mult = rd16(blob + 16);
+    d->shift = blob[18];
+    w->vocab_bytes = rd32(blob + 20);
+    const uint32_t head_bytes = rd32(blob + 24);
     if (d->dim == 0 || d->dim > CS_MAX_DIM || d->max_len < 2 || d->n_words == 0 ||
-        d->n_words > 65535u || d->shift < 1 || d->shift > 40 || d->pos_ratio == 0)
+        d->n_words > 65535u || d->shift < 1 || d->shift > 40 ||
+        d->word_mult == 0 || d->pos_mult == 0 || d->word_mult > 256u || d->pos_mult > 256u)
         return "depth-0 header out of range";
     uint64_t need = (uint64_t)CS_D0_HEADER_BYTES + pad4(w->vocab_bytes) +
                     pad4(d->n_words * d->dim) + pad4(d->max_len * d->dim) + 8ull * d->dim +

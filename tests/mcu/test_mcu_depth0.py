@@ -93,7 +93,7 @@ def test_integer_features_track_fp32(setup):
 def test_constant_token_and_bounds(setup):
     t = setup["tables"]
     flat = Depth0Tables(word=np.zeros_like(t.word[:4]), position=np.zeros_like(t.position),
-                        pos_ratio=t.pos_ratio, word_scale=t.word_scale, gain=t.gain,
+                        word_mult=t.word_mult, pos_mult=t.pos_mult, word_scale=t.word_scale, gain=t.gain,
                         offset=t.offset, shift=t.shift)
     from toolchain.mcu.depth0_host import CDepth0, HostTokenizerError
 

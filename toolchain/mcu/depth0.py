@@ -6,15 +6,18 @@ mask: ``mean_t LayerNorm(word[id_t] + position[t] + token_type[0])``. Here:
 
 * **Tables.** The kept word rows (pruned vocabulary, new-id order; :mod:`toolchain.export.vocab`)
   are int8 per tensor at ``word_scale``; the position rows for ``t < max_len`` with token type 0
-  folded in (every input is one segment) are int8 per tensor at ``pos_ratio * word_scale``, the
-  smallest integer ratio that keeps them in int8. So ``x = word + pos_ratio * position`` is the
-  embedding sum in units of ``word_scale``, and LayerNorm is scale-invariant: the scale never
-  enters the arithmetic. Bytes: ``K * D + max_len * D`` int8 plus ``8 * D`` for gain/offset.
+  folded in (every input is one segment) are int8 per tensor at their own ``pos_scale``. With
+  ``u = max(word_scale, pos_scale) / 256``, ``x = word_mult * word + pos_mult * position``
+  (``word_mult = round(word_scale / u)``, ``pos_mult = round(pos_scale / u)``, both 1..256) is
+  the embedding sum in units of ``u``, and LayerNorm is scale-invariant: ``u`` never enters the
+  arithmetic. (A shared scale, position at an integer multiple of the word scale, cost 1.2 points
+  on trec; the position rows are where int8 loses most.) Bytes: ``K * D + max_len * D`` int8
+  plus ``8 * D`` for gain/offset.
 * **LayerNorm, integer** (no float on the device: the Cortex-M builds use the soft-float ABI
   and no libm, and integers make C and Python agree by construction). Per token, with
   ``c = D * x - sum(x)`` (D times the centred value) and ``q = sum(c * c)``:
-  ``R = isqrt((q << 16) // D)`` is 256 x D x the standard deviation, ``inv = 2**46 // R``,
-  and the normalised value in Q12 is ``(c * inv + 2**25) >> 26``. LayerNorm's ``eps`` (1e-12 in
+  ``R = isqrt(q // D)`` is D x the standard deviation (in units of ``u``: ample precision),
+  ``inv = 2**40 // R``, and the normalised value in Q12 is ``(c * inv + 2**27) >> 28``. LayerNorm's ``eps`` (1e-12 in
   float units) is dropped: it is below int8 resolution; a token whose ``x`` is constant gives 0.
 * **Pooling and the head's input quantisation, folded.** ``S = sum_t n_t`` (Q12, int32); per
   dimension ``m = round_half_away(S * gain / T)`` and the head input is
@@ -22,7 +25,8 @@ mask: ``mean_t LayerNorm(word[id_t] + position[t] + token_type[0])``. Here:
   Q``shift``) hold LayerNorm's weight and bias, the head's feature standardisation (mean, std)
   and its input scale and zero point.
 
-Every intermediate stays within int64 (products below 2**57), which the C code uses too.
+Every intermediate stays within int64 (``q`` below 2**59, ``c * inv`` below 2**57), which the
+C code uses too.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import numpy as np
 from ..errors import QuantizationError
 
 Q_NORM = 12  # fraction bits of the normalised per-token values
-_INV_BITS, _NORM_SHIFT, _R_SHIFT = 46, 26, 16  # n = c * 2^(R_SHIFT/2 + Q_NORM) / R, see above
+_INV_BITS, _NORM_SHIFT = 40, 28  # n = c * 2^Q_NORM / R, see above
+UNIT_STEPS = 256  # the larger table's multiplier
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,8 @@ class FloatEmbeddings:
 class Depth0Tables:
     word: np.ndarray  # int8 [K, D]
     position: np.ndarray  # int8 [max_len, D], token type 0 folded in
-    pos_ratio: int  # position scale / word scale
+    word_mult: int  # word scale / u
+    pos_mult: int  # position scale / u
     word_scale: float
     gain: np.ndarray  # int32 [D], Q(shift)
     offset: np.ndarray  # int32 [D], Q(shift), head input zero point included
@@ -137,12 +143,14 @@ def quantize_depth0(
         raise QuantizationError(f"max_len {max_len} outside 2..{emb.position.shape[0]}")
     pos = emb.position[:max_len] + emb.token_type[0]
     w_abs, p_abs = float(np.abs(emb.word).max()), float(np.abs(pos).max())
-    if w_abs <= 0:
-        raise QuantizationError("the word-embedding table is all zeros")
-    word_scale = w_abs / 127.0
-    ratio = max(1, math.ceil(p_abs / w_abs - 1e-9))
+    if w_abs <= 0 or p_abs <= 0:
+        raise QuantizationError("the word or position embedding table is all zeros")
+    word_scale, pos_scale = w_abs / 127.0, p_abs / 127.0
+    unit = max(word_scale, pos_scale) / UNIT_STEPS
+    word_mult = max(1, round(word_scale / unit))
+    pos_mult = max(1, round(pos_scale / unit))
     word_q = np.clip(np.rint(emb.word / word_scale), -127, 127).astype(np.int8)
-    pos_q = np.clip(np.rint(pos / (ratio * word_scale)), -127, 127).astype(np.int8)
+    pos_q = np.clip(np.rint(pos / pos_scale), -127, 127).astype(np.int8)
 
     std = np.asarray(feature_std, dtype=np.float64)
     if std.shape != (d,) or np.any(std <= 0) or input_scale <= 0:
@@ -157,7 +165,8 @@ def quantize_depth0(
     return Depth0Tables(
         word=word_q,
         position=pos_q,
-        pos_ratio=ratio,
+        word_mult=word_mult,
+        pos_mult=pos_mult,
         word_scale=word_scale,
         gain=np.rint(gain * 2.0**shift).astype(np.int32),
         offset=np.rint(offset * 2.0**shift).astype(np.int32),
@@ -169,7 +178,8 @@ def normalised_q12(tables: Depth0Tables, ids: Sequence[int]) -> np.ndarray:
     """Integer LayerNorm (without its weight and bias) of every token, Q12 int64 [T, D]."""
     ids = np.asarray(ids, dtype=np.int64)
     t = len(ids)
-    x = tables.word[ids].astype(np.int64) + tables.pos_ratio * tables.position[:t].astype(np.int64)
+    x = (tables.word_mult * tables.word[ids].astype(np.int64)
+         + tables.pos_mult * tables.position[:t].astype(np.int64))
     d = x.shape[1]
     c = d * x - x.sum(axis=1, keepdims=True)
     q = (c * c).sum(axis=1)
@@ -177,7 +187,7 @@ def normalised_q12(tables: Depth0Tables, ids: Sequence[int]) -> np.ndarray:
     for row in range(t):
         if q[row] == 0:
             continue
-        r = math.isqrt((int(q[row]) << _R_SHIFT) // d)
+        r = math.isqrt(int(q[row]) // d)
         inv = (1 << _INV_BITS) // r
         out[row] = (c[row] * inv + (1 << (_NORM_SHIFT - 1))) >> _NORM_SHIFT
     return out

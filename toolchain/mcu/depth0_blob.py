@@ -3,8 +3,8 @@
 Layout (little-endian, every section 4-aligned; parsed by ``firmware_stubs/src/whole.c``)::
 
     header, 32 bytes: u32 magic "CSD0", u16 version (1), u16 dim, u32 n_words, u16 max_len,
-                      u8 pos_ratio, u8 shift, u32 vocab_bytes, u32 head_bytes,
-                      u32 total_len (incl. CRC), u32 reserved (0)
+                      u16 word_mult, u16 pos_mult, u8 shift, u8 pad, u32 vocab_bytes,
+                      u32 head_bytes, u32 total_len (incl. CRC)
     vocabulary table (toolchain/mcu/vocab_table.py), padded to 4
     i8 word[n_words * dim], padded to 4;  i8 position[max_len * dim], padded to 4
     i32 gain[dim], i32 offset[dim]
@@ -28,7 +28,7 @@ from .quantize import QuantizedHead
 
 MAGIC = 0x30445343  # "CSD0"
 VERSION = 1
-HEADER = struct.Struct("<IHHIHBBIIII")
+HEADER = struct.Struct("<IHHIHHHBxIII")
 
 
 def _pad4(b: bytes) -> bytes:
@@ -48,7 +48,7 @@ def whole_blob_size(vocab_bytes: int, tables: Depth0Tables, head: QuantizedHead)
 def to_whole_blob(vocab_table: bytes, tables: Depth0Tables, head: QuantizedHead) -> bytes:
     if head.in_dim != tables.dim:
         raise BundleError(f"head input {head.in_dim} differs from the depth-0 feature dim {tables.dim}")
-    if tables.word.shape[0] > 0xFFFF or tables.max_len > 0xFFFF or tables.pos_ratio > 255:
+    if tables.word.shape[0] > 0xFFFF or tables.max_len > 0xFFFF or max(tables.word_mult, tables.pos_mult) > 0xFFFF:
         raise BundleError("depth-0 tables exceed the CSD0 header's field widths")
     head_blob = to_blob(head)
     body = b"".join([
@@ -61,7 +61,8 @@ def to_whole_blob(vocab_table: bytes, tables: Depth0Tables, head: QuantizedHead)
     ])
     total = HEADER.size + len(body) + 4
     header = HEADER.pack(MAGIC, VERSION, tables.dim, tables.word.shape[0], tables.max_len,
-                         tables.pos_ratio, tables.shift, len(vocab_table), len(head_blob), total, 0)
+                         tables.word_mult, tables.pos_mult, tables.shift, len(vocab_table), len(head_blob),
+                         total)
     data = header + body
     return data + struct.pack("<I", zlib.crc32(data))
 

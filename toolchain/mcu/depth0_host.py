@@ -16,7 +16,7 @@ SOURCES = (FIRMWARE / "src" / "depth0.c", FIRMWARE / "src" / "wordpiece.c")
 
 
 class _Depth0(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in ("n_words", "dim", "max_len", "pos_ratio", "shift")] + [
+    _fields_ = [(name, ctypes.c_uint32) for name in ("n_words", "dim", "max_len", "word_mult", "pos_mult", "shift")] + [
         ("word", ctypes.c_void_p), ("position", ctypes.c_void_p),
         ("gain", ctypes.c_void_p), ("offset", ctypes.c_void_p)]
 
@@ -50,8 +50,8 @@ class CDepth0:
         self._arrays = [np.ascontiguousarray(a, dtype=t) for a, t in (
             (tables.word, np.int8), (tables.position, np.int8), (tables.gain, np.int32),
             (tables.offset, np.int32))]
-        self._m = _Depth0(tables.word.shape[0], tables.dim, tables.max_len, tables.pos_ratio,
-                          tables.shift, *(a.ctypes.data for a in self._arrays))
+        self._m = _Depth0(tables.word.shape[0], tables.dim, tables.max_len, tables.word_mult,
+                          tables.pos_mult, tables.shift, *(a.ctypes.data for a in self._arrays))
         self.dim, self.max_len = tables.dim, tables.max_len
 
     def features(self, ids) -> np.ndarray:
