@@ -482,21 +482,23 @@ void cs_handle_line(char *line, uint32_t len) {
 
 void cs_boot_banner(void) {
 #ifdef CS_BAKED_MODEL
+#ifdef CS_WHOLE_MODEL
+    /* A baked whole model is used where it lies in flash (it may be larger than a RAM slot,
+     * e.g. a full pruned vocabulary on mps2's 4 MiB flash); an upload later replaces it. */
+    if (cs_baked_blob_len >= 4u && cs_baked_blob[0] == 'C' && cs_baked_blob[1] == 'S' &&
+        cs_baked_blob[2] == 'D' && cs_baked_blob[3] == '0') {
+        if (!cs_whole_parse(cs_baked_blob, cs_baked_blob_len, &whole)) {
+            model = whole.head;
+            model.id = cs_crc32(0, cs_baked_blob, cs_baked_blob_len - 4u);
+            model.bytes = cs_baked_blob_len;
+            whole_active = 1;
+            active_slot = 1; /* uploads stage into slot 0 */
+        }
+    } else
+#endif
     /* A model baked into the image is committed at boot exactly like an uploaded one. */
     if (cs_baked_blob_len <= CS_SLOT_BYTES) {
         for (uint32_t i = 0; i < cs_baked_blob_len; i++) slots[0][i] = cs_baked_blob[i];
-#ifdef CS_WHOLE_MODEL
-        if (cs_baked_blob_len >= 4u && slots[0][0] == 'C' && slots[0][1] == 'S' &&
-            slots[0][2] == 'D' && slots[0][3] == '0') {
-            if (!cs_whole_parse(slots[0], cs_baked_blob_len, &whole)) {
-                model = whole.head;
-                model.id = cs_crc32(0, slots[0], cs_baked_blob_len - 4u);
-                model.bytes = cs_baked_blob_len;
-                whole_active = 1;
-                active_slot = 0;
-            }
-        } else
-#endif
         if (!cs_model_parse(slots[0], cs_baked_blob_len, &model)) active_slot = 0;
     }
 #endif
