@@ -9,6 +9,10 @@ every MCU head is. On the whole test split: the fp32 head on fp32 features, the 
 quantised fp32 features, and the whole integer model (toolchain/mcu/depth0.py, bit-exact with the
 firmware: tests/mcu/test_mcu_depth0.py) from token ids. Also the exact bytes of the tables and the
 CSD0 blob, against the model slots of the posix/mps2 (1 MiB) and stm32f4 (40 KiB) images.
+With --qemu N: the CSD0 blob is baked into the mps2-whole image (used where it lies in flash),
+the first N test texts go as raw text over the emulated UART (tload/tdata/tinfer), and the record
+holds the bit-exact count against the Python reference, the accuracy on those texts, and QEMU
+-icount instructions per inference and per token (deterministic).
 Writes benchmarks/results/<date>-<hostname>-mcu-depth0.json.
 """
 
@@ -30,6 +34,8 @@ from extraction_bench import load_average, machine_info, result_path  # noqa: E4
 from vocab_bench import isa  # noqa: E402
 
 SLOTS = {"posix": 1 << 20, "mcu-qemu (mps2)": 1 << 20, "stm32f4-disco": 40 * 1024}
+# Flash of the linker scripts (ports/*/ *.ld): a baked whole model is used where it lies.
+FLASH = {"mcu-qemu (mps2)": 4 << 20, "stm32f4-disco": 1 << 20}
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, steps: int = 600):
@@ -44,11 +50,48 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, steps: int = 600):
     return w, b
 
 
+def run_qemu(blob: bytes, texts, ids, labels, tables, head) -> dict:
+    import subprocess
+    import tempfile
+    import time
+
+    from toolchain.boards.mcu_emulation import qemu_mps2
+    from toolchain.boards.serial_link import SerialLink
+    from toolchain.boards.text_link import classify_text
+    from toolchain.mcu.depth0 import classify_int8
+    from toolchain.mcu.depth0_blob import whole_c_header
+
+    with tempfile.TemporaryDirectory() as tmp:
+        header = Path(tmp) / "whole.h"
+        header.write_text(whole_c_header(blob))
+        t0 = time.perf_counter()
+        subprocess.run(["make", "-C", str(HERE.parent / "firmware_stubs"), f"OUT={tmp}/fw", "mps2-whole",
+                        f"BAKED={header}"], check=True, capture_output=True)
+        build_s = time.perf_counter() - t0
+        image = Path(tmp) / "fw" / "mps2-whole" / "codesign-fw.elf"
+        size = subprocess.run(["arm-none-eabi-size", str(image)], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[1].split()
+        with qemu_mps2(image) as url, SerialLink(url, timeout_s=20.0) as link:
+            link.handshake()
+            results = [classify_text(link, t) for t in texts]
+    exact = sum(int(np.array_equal(r.output, classify_int8(tables, head, i)) and r.tokens == len(i))
+                for r, i in zip(results, ids, strict=True))
+    counts = np.array([r.icount for r in results])
+    tokens = np.array([r.tokens for r in results])
+    return {"n": len(texts), "bit_exact": exact,
+            "accuracy": float(np.mean([r.argmax == y for r, y in zip(results, labels, strict=True)])),
+            "instructions_per_inference": {"mean": float(counts.mean()), "min": int(counts.min()),
+                                           "max": int(counts.max())},
+            "instructions_per_token": float(counts.sum() / tokens.sum()),
+            "image_text_data_bss": [int(v) for v in size[:3]], "build_s": build_s}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="trec")
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--qemu", type=int, default=0, help="test texts to classify on QEMU mps2-whole")
     args = ap.parse_args(argv)
 
     from toolchain.data.dataset import load_dataset
@@ -56,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from toolchain.export.vocab import prune_for_texts, remap_tokenizer_json
     from toolchain.features.backbone import packaged_model_dir
     from toolchain.heads.dense import DenseLayer
+    from toolchain.mcu.budget import WHOLE_FIRMWARE_FLASH_BYTES
     from toolchain.mcu.depth0 import classify_int8, float_features, load_embeddings, quantize_depth0
     from toolchain.mcu.depth0_blob import whole_blob_size
     from toolchain.mcu.quantize import quantize_head
@@ -98,13 +142,25 @@ def main(argv: list[str] | None = None) -> int:
                   "head_weights": head.weight_bytes, "csd0_blob": blob,
                   "scratch_ram": tables.scratch_bytes},
         "fits_model_slot": {k: blob <= v for k, v in SLOTS.items()},
+        "fits_flash_baked": {
+            k: (blob + WHOLE_FIRMWARE_FLASH_BYTES <= v) or
+               f"infeasible: blob {blob} B + firmware {WHOLE_FIRMWARE_FLASH_BYTES} B > flash {v} B"
+            for k, v in FLASH.items()},
         "machine": {**machine_info(), "isa": isa()}, "load_average_start": load0,
         "load_average_end": load_average(),
     }
+    if args.qemu:
+        from toolchain.mcu.depth0_blob import to_whole_blob
+
+        blob_bytes = to_whole_blob(table_from_tokenizer_json(doc), tables, head)
+        record["qemu"] = run_qemu(blob_bytes, list(ds.test.texts[: args.qemu]), test_ids[: args.qemu],
+                                  y_test[: args.qemu], tables, head)
+        print(json.dumps(record["qemu"]))
     out = args.json or result_path("mcu-depth0")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record["accuracy"]), json.dumps(record["bytes"]), json.dumps(record["fits_model_slot"]))
+    print(json.dumps(record["accuracy"]), json.dumps(record["bytes"]), json.dumps(record["fits_model_slot"]),
+          json.dumps(record["fits_flash_baked"]))
     print(f"wrote {out}")
     return 0
 
