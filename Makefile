@@ -12,7 +12,7 @@ PROFILE_ARGS ?=
 LITERT_ENV ?= $(HOME)/.cache/codesign/envs/litert-torch
 export CODESIGN_LITERT_ENV := $(LITERT_ENV)
 
-.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale bench-personalise bench-mcu-tokenizer clean firmware converter-env
+.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale bench-personalise bench-mcu-tokenizer bench-mcu-depth0 clean firmware converter-env
 
 install: $(STAMP)
 
@@ -79,6 +79,11 @@ bench-personalise: install
 # splits over the full and the train-pruned vocabulary; train and validation over the full one).
 bench-mcu-tokenizer: install
 	$(BIN)/python benchmarks/mcu_tokenizer_bench.py --extra-splits
+
+# Depth-0 whole model (issue 15 item 2): integer vs fp32 accuracy on trec, exact bytes, and all
+# 500 test texts as raw text on QEMU mps2-whole (bit-exact count, -icount per inference/token).
+bench-mcu-depth0: install
+	$(BIN)/python benchmarks/mcu_depth0_bench.py --qemu 500
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
