@@ -11,17 +11,16 @@ error) does.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from export_runs import kept_candidates, run_in_home
 
 from toolchain.errors import QuantizationError
 from toolchain.export import guard
 from toolchain.export.artefact import export_artefact, sha256_file
-from toolchain.flows.run import RunConfig, run
 
 OUTLIER_TOKEN = 1  # [unused0]: no text of the toy data tokenizes to it
 
@@ -39,43 +38,26 @@ def _outlier_bert(folder: Path) -> Path:
     return folder
 
 
-def _run(home: Path, model: Path, spec: Path) -> Path:
-    old = os.environ.get("CODESIGN_HOME")
-    os.environ["CODESIGN_HOME"] = str(home)
-    try:
-        run_dir = home / "run"
-        run(RunConfig(models=(str(model),), dataset=str(spec), max_combinations=2,
-                      heads=(("softmax", 3),), run_dir=str(run_dir)))
-    finally:
-        if old is None:
-            os.environ.pop("CODESIGN_HOME", None)
-        else:
-            os.environ["CODESIGN_HOME"] = old
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def outlier_run(tmp_path_factory, toy_spec) -> Path:
     model = _outlier_bert(tmp_path_factory.mktemp("models") / "outlier")
-    return _run(tmp_path_factory.mktemp("guard-home"), model, toy_spec)
+    return run_in_home(tmp_path_factory.mktemp("guard-home"), model, toy_spec)
 
 
 @pytest.fixture(scope="module")
 def tiny_int8_run(tmp_path_factory, tiny_bert, toy_spec) -> Path:
-    return _run(tmp_path_factory.mktemp("qat-home"), tiny_bert, toy_spec)
+    return run_in_home(tmp_path_factory.mktemp("qat-home"), tiny_bert, toy_spec)
 
 
 def _best_id(run_dir: Path) -> str:
-    board = json.loads((run_dir / "leaderboard.json").read_text())
-    kept = [c for c in board["candidates"] if (run_dir / "heads" / f"{c['id']}.safetensors").is_file()]
+    kept = kept_candidates(run_dir)
     return max(kept, key=lambda c: (c["val_acc"], c["id"]))["id"]
 
 
 def _embedding_only_id(run_dir: Path) -> str:
     """The depth-0 candidate (pooled embeddings): its only quantizable backbone node is the
     embedding lookup, so what int8 does to it is what the table's quantization does."""
-    board = json.loads((run_dir / "leaderboard.json").read_text())
-    kept = [c for c in board["candidates"] if (run_dir / "heads" / f"{c['id']}.safetensors").is_file()]
+    kept = kept_candidates(run_dir)
     shallow = min(kept, key=lambda c: (c["depth"], -c["val_acc"], c["id"]))
     assert shallow["depth"] == 0
     return shallow["id"]

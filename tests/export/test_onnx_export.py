@@ -9,36 +9,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from export_runs import kept_candidates, run_in_home
 
 from toolchain.errors import ValidationMismatchError
 from toolchain.export.artefact import export_artefact, read_artefact
 from toolchain.export.validate import ReferenceSet, validate_artefact
-from toolchain.flows.run import RunConfig, run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_bert, toy_spec) -> Path:
-    import os
-
-    home = tmp_path_factory.mktemp("export-home")
-    old = os.environ.get("CODESIGN_HOME")
-    os.environ["CODESIGN_HOME"] = str(home)
-    try:
-        run_dir = home / "run"
-        run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=4,
-                      heads=(("softmax", 3), ("elm", 32)), run_dir=str(run_dir)))
-    finally:
-        if old is None:
-            os.environ.pop("CODESIGN_HOME", None)
-        else:
-            os.environ["CODESIGN_HOME"] = old
-    return run_dir
+    return run_in_home(tmp_path_factory.mktemp("export-home"), tiny_bert, toy_spec, max_combinations=4,
+                       heads=(("softmax", 3), ("elm", 32)))
 
 
 def _shallow_id(run_dir: Path) -> str:
-    board = json.loads((run_dir / "leaderboard.json").read_text())
-    kept = [c for c in board["candidates"] if (run_dir / "heads" / f"{c['id']}.safetensors").is_file()]
-    return min(kept, key=lambda c: (c["depth"], c["id"]))["id"]
+    return min(kept_candidates(run_dir), key=lambda c: (c["depth"], c["id"]))["id"]
 
 
 def test_fp32_export_matches_pytorch_and_is_truncated(tiny_run):

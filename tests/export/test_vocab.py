@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_runs import kept_candidates, run_in_home
 from tokenizers import Tokenizer
 
 from toolchain.export.artefact import export_artefact, read_artefact
@@ -113,27 +114,11 @@ def test_cost_estimate_knows_pruned_rows():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_bert, toy_spec) -> Path:
-    import os
-
-    home = tmp_path_factory.mktemp("vocab-home")
-    old = os.environ.get("CODESIGN_HOME")
-    os.environ["CODESIGN_HOME"] = str(home)
-    try:
-        run_dir = home / "run"
-        run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=2,
-                      heads=(("softmax", 3),), run_dir=str(run_dir)))
-    finally:
-        if old is None:
-            os.environ.pop("CODESIGN_HOME", None)
-        else:
-            os.environ["CODESIGN_HOME"] = old
-    return run_dir
+    return run_in_home(tmp_path_factory.mktemp("vocab-home"), tiny_bert, toy_spec)
 
 
 def _deepest_id(run_dir: Path) -> str:
-    board = json.loads((run_dir / "leaderboard.json").read_text())
-    kept = [c for c in board["candidates"] if (run_dir / "heads" / f"{c['id']}.safetensors").is_file()]
-    return max(kept, key=lambda c: (c["depth"], c["id"]))["id"]
+    return max(kept_candidates(run_dir), key=lambda c: (c["depth"], c["id"]))["id"]
 
 
 def test_pruned_onnx_artefact_matches_unpruned_where_no_token_is_dropped(tiny_run, toy_rows):
