@@ -169,6 +169,15 @@ class _Step:
 
 
 def _runner_json(proc: subprocess.CompletedProcess, what: str) -> dict:
+    report = runner_report(proc, what)
+    if not report.get("ok"):
+        raise DeployError(f"{what} failed ({report.get('error_kind')}): {report.get('error')}")
+    return report
+
+
+def runner_report(proc: subprocess.CompletedProcess, what: str) -> dict:
+    """The JSON report on the runner's last stdout line, ``ok`` or not; a run that printed none
+    (a crash, a board without the runtime) is a DeployError with the end of its output."""
     lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
     try:
         report = json.loads(lines[-1]) if lines else None
@@ -182,8 +191,6 @@ def _runner_json(proc: subprocess.CompletedProcess, what: str) -> dict:
             else ""
         )
         raise DeployError(f"{what} exited {proc.returncode} without a report: {err}{hint}")
-    if not report.get("ok"):
-        raise DeployError(f"{what} failed ({report.get('error_kind')}): {report.get('error')}")
     return report
 
 

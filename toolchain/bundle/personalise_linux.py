@@ -10,13 +10,12 @@ of an accepted learn in its state folder); only the runner's metrics come back. 
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError, DeployError
-from .deploy import BoardShell, _readlink, _version_name, deploy_root
+from .deploy import BoardShell, _readlink, _version_name, deploy_root, runner_report
 
 
 def _runner(shell: BoardShell, root: str, argv: list, timeout: float, what: str,
@@ -24,14 +23,7 @@ def _runner(shell: BoardShell, root: str, argv: list, timeout: float, what: str,
     """The runner's JSON report; an error names the user's own file (``names`` = the uploaded
     copy's path and the local one), never the board-side copy's random name."""
     proc = shell.run(["python3", f"{root}/current/runner.py", *argv], timeout)
-    lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
-    try:
-        report = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        report = None
-    if not isinstance(report, dict):
-        err = (proc.stderr or proc.stdout or "").strip()[-600:]
-        raise DeployError(f"{what} on {shell.label} exited {proc.returncode} without a report: {err}")
+    report = runner_report(proc, f"{what} on {shell.label}")
     if not report.get("ok"):
         kind, msg = report.get("error_kind"), str(report.get("error"))
         if names:
