@@ -199,7 +199,7 @@ class Head:
 
 
 def fit_output_layer(h, y, w_init, b_init, sample_weight, l2=L2_TO_INIT, iterations=FIT_ITERATIONS,
-                     n_new=0):
+                     n_new=0, freeze_old=False):
     """Output weights [C, k] and bias [C] minimising sum_i s_i CE(softmax(W h_i + b), y_i) +
     l2/2 ||W_old - w_init||² + L2_NEW/2 ||W_new||², from (w_init, b_init); the last ``n_new``
     rows are new classes (pulled only lightly, towards zero: a strong pull would leave a new
@@ -230,6 +230,8 @@ def fit_output_layer(h, y, w_init, b_init, sample_weight, l2=L2_TO_INIT, iterati
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
         grad = ((p - onehot) * s[:, None]).T @ h1 + mask * (look - theta0)
+        if freeze_old and n_new:
+            grad[:-n_new] = 0.0  # old rows stay exactly as shipped: only new-class false positives move them
         prev, theta = theta, look - step * grad
         if float(np.abs(grad).max()) < 1e-7:
             break
@@ -284,12 +286,41 @@ def refit(active: Head, user_x, user_labels, anchor_x, anchor_labels):
     index = {lab: i for i, lab in enumerate(labels)}
     x = np.vstack([np.asarray(user_x, np.float32), np.asarray(anchor_x, np.float32)])
     y = np.asarray([index[lab] for lab in list(user_labels) + list(anchor_labels)], dtype=np.int64)
-    h = active.hidden(x)
     extra = len(labels) - len(active.labels)
-    w0 = np.vstack([active.weights[-1], np.zeros((extra, h.shape[1]), np.float32)])
+    base = _with_passthrough(active) if extra else active
+    h = base.hidden(x)
+    w_old = np.hstack([active.weights[-1], np.zeros((len(active.labels), h.shape[1] - active.weights[-1].shape[1]),
+                                                     np.float32)])
+    w0 = np.vstack([w_old, np.zeros((extra, h.shape[1]), np.float32)])
     b0 = np.concatenate([active.biases[-1], np.full(extra, float(np.mean(active.biases[-1])), np.float32)])
-    w, b = fit_output_layer(h, y, w0, b0, balanced_weights(y, len(labels)), n_new=extra)
-    return Head(active.weights[:-1] + [w], active.biases[:-1] + [b], active.activations, labels)
+    w, b = fit_output_layer(h, y, w0, b0, balanced_weights(y, len(labels)), n_new=extra, freeze_old=bool(extra))
+    return Head(base.weights[:-1] + [w], base.biases[:-1] + [b], base.activations, labels)
+
+
+def _with_passthrough(active: Head) -> Head:
+    """The active head with 2*d extra ReLU units per hidden layer that carry the input x through
+    exactly (relu(x) - relu(-x) = x): a new class's row then sees the features themselves, not
+    only hidden units trained without it. The old rows get zero weight on them, so their logits
+    are unchanged. Still plain dense layers (the runner and the int8 export load it as before).
+    A head with a non-ReLU hidden layer (or none) is returned as it is."""
+    import numpy as np
+
+    if len(active.weights) < 2 or any(a != "relu" for a in active.activations[:-1]):
+        return active
+    d = active.weights[0].shape[1]
+    eye = np.eye(d, dtype=np.float32)
+    ws, bs = [], []
+    for i, (w, b) in enumerate(zip(active.weights[:-1], active.biases[:-1])):  # noqa: B905 - Python 3.8 boards: no strict=
+        if i == 0:
+            w_new = np.vstack([w, eye, -eye])
+        else:  # the previous layer's pass-through units are >= 0: relu keeps them as they are
+            n_in = w.shape[1]
+            w_new = np.zeros((w.shape[0] + 2 * d, n_in + 2 * d), np.float32)
+            w_new[:w.shape[0], :n_in] = w
+            w_new[w.shape[0]:, n_in:] = np.eye(2 * d, dtype=np.float32)
+        ws.append(w_new.astype(np.float32))
+        bs.append(np.concatenate([b, np.zeros(2 * d, np.float32)]).astype(np.float32))
+    return Head(ws + [active.weights[-1]], bs + [active.biases[-1]], active.activations, active.labels)
 
 
 # ---- where the heads live on the board --------------------------------------------------------------
@@ -485,8 +516,10 @@ def learn(path, shipped: Head, anchor, features_of, state: HeadState, max_anchor
         "anchor_shipped": accuracy(shipped, chk_x, chk_labels),
         "anchor_before": accuracy(active, chk_x, chk_labels), "anchor_after": accuracy(new, chk_x, chk_labels),
         "max_anchor_drop": max_anchor_drop, "active_before": active_id, "method":
-        f"softmax output layer warm-started from the active head, L2 {L2_TO_INIT:g} towards it, hidden layers and "
-        "standardiser as shipped",
+        (f"softmax output layer warm-started from the active head, L2 {L2_TO_INIT:g} towards it, hidden layers and "
+         "standardiser as shipped") if not any(lab not in active.labels for lab in new.labels) else
+        ("new class: old output rows frozen, new rows fitted on the hidden units plus a ReLU pass-through of the "
+         "features ([I; -I] units, zero weight in the old rows)"),
     }
     drop = report["anchor_shipped"]["accuracy"] - report["anchor_after"]["accuracy"]
     report["anchor_drop"] = drop
