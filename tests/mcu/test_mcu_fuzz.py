@@ -4,6 +4,7 @@ random byte streams must never crash or hang it, and it must answer a fresh ping
 from __future__ import annotations
 
 import subprocess
+from contextlib import contextmanager
 
 import pytest
 
@@ -62,20 +63,13 @@ def asan_fw(tmp_path_factory):
     return out / "posix" / "codesign-fw"
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.lists(stream, min_size=1, max_size=4))
-def test_fuzz_parser_never_crashes_or_hangs(asan_fw, data):
-    proc = start_pipe_firmware(asan_fw)
+@contextmanager
+def sanitized_firmware(binary):
+    """The ASan/UBSan firmware on a pipe; on leaving, its stdin is closed and it must exit 0
+    (a sanitizer report or a leak makes it exit non-zero, shown with the end of its stderr)."""
+    proc = start_pipe_firmware(binary)
     try:
-        link = SerialLink("pipe://fuzz", port=PipePort(proc), timeout_s=1.0, retries=1)
-        for chunk in data:
-            link._write(chunk)
-            # Still alive and in step: answers a fresh ping after the garbage.
-            link.sync()
-            assert proc.poll() is None
-        assert link.command("version")[0].startswith(f"m-version-[proto={P.PROTOCOL_VERSION};")
+        yield proc
     finally:
         proc.stdin.close()
         try:
@@ -85,6 +79,21 @@ def test_fuzz_parser_never_crashes_or_hangs(asan_fw, data):
             raise
         stderr = proc.stderr.read().decode(errors="replace")
     assert rc == 0, stderr[-2000:]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.lists(stream, min_size=1, max_size=4))
+def test_fuzz_parser_never_crashes_or_hangs(asan_fw, data):
+    with sanitized_firmware(asan_fw) as proc:
+        link = SerialLink("pipe://fuzz", port=PipePort(proc), timeout_s=1.0, retries=1)
+        for chunk in data:
+            link._write(chunk)
+            # Still alive and in step: answers a fresh ping after the garbage.
+            link.sync()
+            assert proc.poll() is None
+        assert link.command("version")[0].startswith(f"m-version-[proto={P.PROTOCOL_VERSION};")
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +141,7 @@ text_stream = st.lists(
 def test_fuzz_text_commands_with_a_whole_model(asan_fw, whole_blob, data):
     """With a whole model committed: arbitrary bytes as text (valid uploads) always classify,
     and tload/tdata lines at random offsets or garbage around them never crash or hang it."""
-    proc = start_pipe_firmware(asan_fw)
-    try:
+    with sanitized_firmware(asan_fw) as proc:
         link = SerialLink("pipe://fuzz", port=PipePort(proc), timeout_s=2.0, retries=1)
         link.handshake()
         link.upload_model(whole_blob)
@@ -153,12 +161,3 @@ def test_fuzz_text_commands_with_a_whole_model(asan_fw, whole_blob, data):
                 link.sync()
             assert proc.poll() is None
         assert link.command("version")[0].startswith(f"m-version-[proto={P.PROTOCOL_VERSION};")
-    finally:
-        proc.stdin.close()
-        try:
-            rc = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            stop(proc)
-            raise
-        stderr = proc.stderr.read().decode(errors="replace")
-    assert rc == 0, stderr[-2000:]
