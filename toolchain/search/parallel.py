@@ -107,8 +107,9 @@ def fit_all(cands: list[Candidate], banks: dict[tuple[str, int], FeatureBank], s
     process (each already reads every block once; forked copies would only compete for RAM).
     The pool needs every used layer standardised up front, so it is used only when those fit
     in the budget too."""
-    streamed = [c for c in cands if banks[_bank_key(c)].streams(c)]
-    rest = [c for c in cands if not banks[_bank_key(c)].streams(c)]
+    streams = {c.id: banks[_bank_key(c)].streams(c) for c in cands}
+    streamed = [c for c in cands if streams[c.id]]
+    rest = [c for c in cands if not streams[c.id]]
     if jobs > 1 and not _prepared_fits(banks, rest):
         log.info("the standardised layers of %d candidates exceed the memory budget: one process", len(rest))
         jobs = 1
