@@ -47,14 +47,14 @@ DIM, LAYERS, CHUNK = 384, 2, 8192
 
 
 def machine() -> dict:
+    from toolchain.profiling.isa import cpu_flags
+
     info = {"hostname": socket.gethostname(), "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             info["cpu_model"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            info["isa"] = sorted(f for f in flags if re.match(r"(avx|fma|sse4|amx|vnni)", f))
             break
+    info["isa"] = cpu_flags()  # the same flags, in the same order, as every profiling record
     info["mem_total_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     return info
 

@@ -25,19 +25,12 @@ sys.path.insert(0, str(HERE))
 
 from extraction_bench import machine_info, result_path  # noqa: E402
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+from toolchain.profiling.isa import ISA_FLAGS, cpu_flags  # noqa: E402, F401  (light: stdlib only)
 
 
 def isa() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return [f for f in ISA_FLAGS if f in flags]
+    """This machine's ISA flags: the one parser profiling records use (toolchain.profiling.isa)."""
+    return cpu_flags()
 
 
 def bundle_bytes(folder: Path) -> dict:

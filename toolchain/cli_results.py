@@ -46,7 +46,7 @@ def _ms(v: float | None) -> str:
 
 def render_table(records: list[CostRecord]) -> str:
     header = ("recorded (UTC)", "target", "candidate", "precision", "runtime", "emul", "n",
-              "median ms", "p90 ms", "spread", "predicted ms", "RSS MB", "size MB", "recipe")
+              "median ms", "p90 ms", "spread", "predicted ms", "RSS MB", "size MB", "recipe", "ISA")
     rows = [header]
     for r in records:
         s = record_stats(r)
@@ -56,6 +56,8 @@ def render_table(records: list[CostRecord]) -> str:
             _ms(s.median_ms if s else None), _ms(s.p90_ms if s else None),
             f"{100 * s.spread:.0f}%" if s else "-", _ms(r.predicted_latency_ms),
             _mb(r.peak_rss_bytes), _mb(r.model_bytes), r.recipe or "-",
+            # Which instructions the int8/fp32 kernels had; "?" for records made before it was kept.
+            "?" if r.isa is None else (" ".join(r.isa) or "-"),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     numeric = {6, 7, 8, 9, 10, 11, 12}

@@ -43,6 +43,12 @@ _ARM_PARTS = {
     "0xd41": "ARM Cortex-A78",
     "0xd42": "ARM Cortex-A78AE",
 }
+# The instruction sets int8/fp32 kernel speed depends on, in report order. A copy of codesign's
+# profiling/isa.py (this file may not import codesign); a test keeps the two equal.
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
+    "neon", "asimd", "asimddp", "i8mm", "sve",
+)
 
 
 class AgentError(Exception):
@@ -140,6 +146,23 @@ def cpu_model() -> str | None:
     if part:
         return _ARM_PARTS.get(part, f"ARM CPU part {part}")
     return platform.processor() or None
+
+
+def parse_cpu_flags(cpuinfo: str) -> list:
+    """The ISA_FLAGS every core lists in ``flags`` (x86) or ``Features`` (Arm), in order."""
+    common = None
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        # Exactly "flags": Intel kernels also print "vmx flags", which are not instructions.
+        if sep and key.strip() in ("flags", "Features"):
+            found = set(value.split())
+            common = found if common is None else common & found
+    return [f for f in ISA_FLAGS if common and f in common]
+
+
+def cpu_flags() -> list:
+    """This board's ISA_FLAGS (under qemu-user: those of the emulated CPU's cpuinfo)."""
+    return parse_cpu_flags(_read("/proc/cpuinfo") or "")
 
 
 def peak_rss_bytes() -> int:
@@ -358,6 +381,7 @@ def measure(args: argparse.Namespace) -> dict:
         "peak_rss_bytes": peak_rss_bytes(),
         "outputs": outputs,
         "cpu_model": cpu_model(),
+        "isa": cpu_flags(),
         "governor": governor.strip() if governor else None,
         "machine": platform.machine(),
         "emulated": emulated,

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import StoreError
+from .isa import cpu_flags
 
 
 def utc_now_iso() -> str:
@@ -70,9 +71,11 @@ def _cpu_model() -> str:
 
 
 def host_info() -> dict[str, str]:
-    """What the measuring machine was: CPU model, frequency governor, machine type, Python."""
+    """What the measuring machine was: CPU model, its ISA flags (:mod:`.isa`, space-separated
+    like every host value, a string), frequency governor, machine type, Python."""
     return {
         "cpu_model": _cpu_model(),
+        "isa": " ".join(cpu_flags()),
         "governor": _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -175,6 +178,13 @@ class CostRecord:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, ValueError) as exc:
             raise StoreError(f"record {ident}: {exc}; delete the record or re-measure") from exc
+
+    @property
+    def isa(self) -> tuple[str, ...] | None:
+        """The measuring CPU's ISA flags (``host["isa"]``); None for records made before they
+        were kept, () for a CPU with none of :data:`~toolchain.profiling.isa.ISA_FLAGS`."""
+        value = self.host.get("isa")
+        return None if value is None else tuple(value.split())
 
     @property
     def n_samples(self) -> int:

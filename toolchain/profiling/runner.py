@@ -170,7 +170,9 @@ def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str,
     diff, agree = judge_outputs(report.get("outputs", []), reference, precision, where)
     log.info("%s: outputs match the fp32 reference within %.2g", where, diff)
     runtime = report.get("runtime", {})
-    host = {"cpu_model": report.get("cpu_model") or "", "governor": report.get("governor") or "",
+    # The ISA flags tie each int8/fp32 ratio to the kernels that could run (VNNI, SDOT, ...).
+    host = {"cpu_model": report.get("cpu_model") or "", "isa": " ".join(report.get("isa") or ()),
+            "governor": report.get("governor") or "",
             "machine": report.get("machine", ""), "python": report.get("python", ""),
             "emulation_evidence": report.get("emulation_evidence", ""),
             "outputs_reference": "fp32 artefact on the host",
