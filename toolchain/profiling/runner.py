@@ -170,13 +170,13 @@ def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str,
     diff, agree = judge_outputs(report.get("outputs", []), reference, precision, where)
     log.info("%s: outputs match the fp32 reference within %.2g", where, diff)
     runtime = report.get("runtime", {})
-    # The ISA flags tie each int8/fp32 ratio to the kernels that could run (VNNI, SDOT, ...).
-    host = {"cpu_model": report.get("cpu_model") or "", "isa": " ".join(report.get("isa") or ()),
-            "governor": report.get("governor") or "",
+    host = {"cpu_model": report.get("cpu_model") or "", "governor": report.get("governor") or "",
             "machine": report.get("machine", ""), "python": report.get("python", ""),
             "emulation_evidence": report.get("emulation_evidence", ""),
             "outputs_reference": "fp32 artefact on the host",
             "outputs_max_abs_diff_vs_fp32": f"{diff:.3g}", "outputs_argmax_agreement_vs_fp32": f"{agree:.3g}"}
+    if "isa" in report:  # ties each int8/fp32 ratio to the kernels that could run (VNNI, SDOT...)
+        host["isa"] = " ".join(report["isa"])  # absent, not "", when an agent did not say
     return CostRecord(
         target=target.spec.name, target_hash=target.spec.hash, board_hash=target.spec.board_hash,
         candidate_id=meta["candidate_id"], candidate=meta["candidate"], precision=precision, recipe=meta.get("recipe", ""),
