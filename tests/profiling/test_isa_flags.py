@@ -68,17 +68,21 @@ def test_emulated_board_cpuinfo_reads_as_arm(cpu):
     assert ("asimddp" in flags) == (cpu == "cortex-a76")  # the only ARMv8.2 template
 
 
-@pytest.mark.slow
-@pytest.mark.emulator
-def test_agent_under_qemu_reports_the_emulated_cpus_flags():
+def _prebuilt_rootfs() -> Path:
     cache = os.environ.get("CODESIGN_ROOTFS_CACHE")
     if not cache or not (Path(cache) / DEFAULT_ROOTFS / ".codesign-rootfs.json").is_file():
         pytest.skip("no prebuilt arm64 rootfs; set CODESIGN_ROOTFS_CACHE (see tests/ssh/conftest.py)")
+    return Path(cache) / DEFAULT_ROOTFS
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+def test_agent_under_qemu_reports_the_emulated_cpus_flags():
     from toolchain.boards.emulation import run_in_rootfs
 
     code = (f"import json, sys; sys.path.insert(0, {str(Path(agent.__file__).parent)!r}); "
             "import agent; print(json.dumps(agent.cpu_flags()))")
-    proc = run_in_rootfs(Path(cache) / DEFAULT_ROOTFS, ["/usr/bin/python3", "-c", code],
+    proc = run_in_rootfs(_prebuilt_rootfs(), ["/usr/bin/python3", "-c", code],
                          cpu="cortex-a76", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == ["asimd", "asimddp"]
@@ -124,3 +128,19 @@ def test_host_profile_record_and_results_table_carry_the_isa(tiny_run):
     header, _, row = render_table([rec]).splitlines()
     assert header.split()[-1] == "ISA"
     assert row.endswith(" ".join(isa.cpu_flags()) or "-")
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+def test_emulated_rpi4_record_carries_arm_flags_not_the_hosts(tiny_run):
+    from toolchain.boards.registry import open_target
+    from toolchain.profiling.runner import profile_candidates
+    from toolchain.store.db import RecordStore
+
+    _prebuilt_rootfs()
+    base = sorted(p.stem for p in (tiny_run / "heads").glob("*.safetensors"))[0]
+    with RecordStore() as store:
+        (rec,) = profile_candidates(tiny_run, open_target("rpi4", emulate=True), store, [base], ("fp32",),
+                                    warmup=0, iterations=1)
+    assert rec.emulated and rec.host["machine"] == "aarch64"
+    assert rec.isa == ("asimd",)  # the Cortex-A72 of targets/rpi4.toml: no dot product, no avx2
