@@ -12,7 +12,7 @@ PROFILE_ARGS ?=
 LITERT_ENV ?= $(HOME)/.cache/codesign/envs/litert-torch
 export CODESIGN_LITERT_ENV := $(LITERT_ENV)
 
-.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale bench-personalise bench-mcu-tokenizer bench-mcu-depth0 clean firmware converter-env
+.PHONY: install demo test lint profile bench-extraction bench-search bench-accuracy bench-export bench-loop bench-scale bench-quant bench-personalise bench-mcu-tokenizer bench-mcu-depth0 clean firmware converter-env
 
 install: $(STAMP)
 
@@ -69,6 +69,13 @@ bench-loop: install
 # on 3 GiB of features under a 1 GiB RSS cap (README, docs/scaling.md).
 bench-scale: install
 	$(BIN)/python benchmarks/scale_bench.py --extract-texts 8192
+
+# Per dataset (trec, emotion, sst2), the selected candidate's fp32 and int8 artefacts, full and
+# pruned vocabulary: test accuracy, interleaved int8/fp32 latency, recipe, fp32 nodes, bundle bytes,
+# ISA (README "int8 and bundle size"). Runs `codesign run` per dataset into BENCH_HOME if missing.
+BENCH_HOME ?= .bench-home
+bench-quant: install
+	CODESIGN_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/quant_bench.py --home $(BENCH_HOME)
 
 # trec with NUM withheld, k = 5..50 per class; emotion user slice; learn cost on host and the rpi4
 # stand-in (emulated). README "Personalisation on the board".

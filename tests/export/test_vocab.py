@@ -75,6 +75,22 @@ def test_kept_ids_and_slice_rows_are_plain_arrays():
     assert list(pruning.remap([9, 5])) == [pruning.new_unk_id, 3]
 
 
+def test_nearest_kept_substitutes_reads_a_dropped_id_as_its_nearest_kept_row():
+    from toolchain.export.vocab import nearest_kept_substitutes
+
+    pruning = kept_ids([[2, 3]], specials={0}, full_size=6, unk_id=1)  # kept 0,1,2,3; dropped 4,5
+    table = np.array([[1, 0], [0, 1], [1, 1], [-1, 0.1], [0.9, 1.0], [-2, 0.3]], dtype=np.float32)
+    sub = nearest_kept_substitutes(pruning, table, block=1)
+    # 4 is nearest (cosine) to 2, 5 to 3; kept ids stay themselves
+    assert list(sub.substitute) == [0, 1, 2, 3, 2, 3]
+    # a special is never a substitute: with 2 excluded, 4 goes to its next nearest, 1 ([0, 1])
+    assert list(nearest_kept_substitutes(pruning, table, exclude={0, 2}).substitute)[4] == 1
+    assert list(sub.remap([4, 5, 2])) == [2, 3, 2] and list(pruning.remap([4])) == [pruning.new_unk_id]
+    assert sub.to_dict()["dropped_to"].startswith("nearest") and pruning.to_dict()["dropped_to"] == "[UNK]"
+    with pytest.raises(Exception, match="rows"):
+        nearest_kept_substitutes(pruning, table[:5])
+
+
 def test_candidate_id_without_vocab_is_unchanged():
     cand = Candidate("m", (1, 2), "concat", "mean", "softmax", 3)
     # The canonical JSON every candidate had before vocab existed (no "vocab" key).
@@ -121,7 +137,7 @@ def _deepest_id(run_dir: Path) -> str:
     return max(kept_candidates(run_dir), key=lambda c: (c["depth"], c["id"]))["id"]
 
 
-def test_pruned_onnx_artefact_matches_unpruned_where_no_token_is_dropped(tiny_run, toy_rows):
+def test_pruned_onnx_artefact_matches_unpruned_where_no_token_is_dropped(tiny_run, toy_rows, tiny_bert):
     cid = _deepest_id(tiny_run)
     full_dir, full_meta = export_artefact(tiny_run, cid, "fp32")
     out, meta = export_artefact(tiny_run, cid, "fp32", vocab="pruned")
@@ -131,17 +147,32 @@ def test_pruned_onnx_artefact_matches_unpruned_where_no_token_is_dropped(tiny_ru
     v = meta["vocab"]
     tol = TOLERANCES["fp32"].max_abs_prob
     assert v["passed"] and v["validation"]["max_abs_prob_untouched"] <= tol
-    assert 0.0 <= v["validation"]["pruned_to_unk_share"] <= 1.0 and "test" in v
+    assert 0.0 <= v["validation"]["dropped_share"] <= 1.0 and "test" in v
+    assert v["pruning"]["dropped_to"].startswith("nearest kept row")
     # Independently: training texts use only kept tokens, so both artefacts agree on them.
     texts = [t for t, _ in toy_rows(6)] + ["the film was superb"]
     full_tok, pruned_tok = load_tokenizer(full_dir, 64), load_tokenizer(out, 64)
     p_full = batched_probs(ort_session(full_dir / "model.onnx"), encode(full_tok, texts))
     p_pruned = batched_probs(ort_session(out / "model.onnx"), encode(pruned_tok, texts))
     assert float(np.abs(p_full - p_pruned).max()) <= tol
-    # An unseen word is [UNK] for the pruned artefact, not for the full one.
-    unk = pruned_tok.token_to_id("[UNK]")
-    assert unk in encode(pruned_tok, ["the xylophone was good"])[0]
-    assert full_tok.token_to_id("[UNK]") not in encode(full_tok, ["the xylophone was good"])[0]
+    # An unseen piece is read as its nearest kept piece (word-embedding cosine), never [UNK].
+    from transformers import AutoModel
+
+    from toolchain.rundir import RunDir
+
+    full_ids = encode(full_tok, ["the xylophone was good"])[0]
+    new_ids = encode(pruned_tok, ["the xylophone was good"])[0]
+    assert pruned_tok.token_to_id("[UNK]") not in new_ids and len(new_ids) == len(full_ids)
+    kept_old = prune_for_texts(tiny_bert / "tokenizer.json", RunDir.open(tiny_run).dataset().train.texts).kept
+    specials = special_token_ids(json.loads((tiny_bert / "tokenizer.json").read_text()))
+    pool = np.array([i for i in kept_old if i not in specials])
+    emb = AutoModel.from_pretrained(str(tiny_bert)).embeddings.word_embeddings.weight.detach().numpy()
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    dropped = [(o, n) for o, n in zip(full_ids, new_ids, strict=True) if o not in kept_old]
+    assert dropped  # "xylophone" is not in the training texts
+    for old, new in dropped:
+        nearest = pool[int((unit[pool] @ unit[old]).argmax())]
+        assert new == int(np.searchsorted(kept_old, nearest))
     # Size shrinks by the dropped rows × hidden × 4 bytes (protobuf framing aside).
     n_kept = v["pruning"]["kept"]
     expected = (v["pruning"]["full_size"] - n_kept) * 32 * 4

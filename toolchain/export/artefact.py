@@ -176,10 +176,13 @@ def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset, full_vocab=Non
     model_path = board["models"][base.backbone]["path"]
     pruning = vocab_meta = None
     if full_vocab is not None:
-        from .vocab import prune_for_texts
+        from .vocab import nearest_kept_substitutes, prune_for_texts, special_token_ids
         from .vocab_artefact import compare_with_full
 
-        pruning = prune_for_texts(full_vocab[0] / "tokenizer.json", dataset.train.texts)
+        full_tokenizer = full_vocab[0] / "tokenizer.json"
+        specials = special_token_ids(json.loads(full_tokenizer.read_text(encoding="utf-8")))
+        pruning = nearest_kept_substitutes(prune_for_texts(full_tokenizer, dataset.train.texts),
+                                           _word_embeddings(model_path), exclude=specials)
     path, ref = export_fp32(saved, model_path, fp32_dir, dataset, pruning)
     check = validate_artefact(path, ref, "fp32")
     acc = artefact_accuracy(path, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
@@ -192,6 +195,13 @@ def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset, full_vocab=Non
         "exporter": "torch.onnx (TorchScript)", "versions": _versions(), "runtime": "onnxruntime",
         "max_length": base.max_length,
     })
+
+
+def _word_embeddings(model_path: str) -> np.ndarray:
+    from ..features.backbone import load_backbone, resolve_model
+
+    _, model = load_backbone(resolve_model(model_path))
+    return model.embeddings.word_embeddings.weight.detach().numpy()
 
 
 def _versions() -> dict:

@@ -33,6 +33,24 @@ def truncated_backbone(model, depth: int):
     return clone
 
 
+def limit_positions(backbone, max_length: int) -> None:
+    """Keep only the position-embedding rows a candidate can reach, in place.
+
+    The tokenizer truncates every input to ``max_length`` tokens, so rows past it are never read;
+    MiniLM's 512 × 384 fp32 table is 786 KB, of which a 64-token candidate reads 98 KB. A longer
+    input fed to the graph directly (not through the bundle's tokenizer) fails in the Gather
+    rather than being silently misread."""
+    import torch
+
+    emb = backbone.embeddings
+    table = emb.position_embeddings.weight
+    if max_length >= table.shape[0]:
+        return
+    emb.position_embeddings = torch.nn.Embedding.from_pretrained(table.detach()[:max_length].clone(), freeze=True)
+    if isinstance(getattr(emb, "position_ids", None), torch.Tensor):
+        emb.register_buffer("position_ids", emb.position_ids[:, :max_length].clone(), persistent=False)
+
+
 def build_module(model, saved: SavedHead, with_features: bool = False, pruning=None):
     """The candidate as one module; ``with_features`` makes it return ``(probs, features)``.
 
@@ -50,6 +68,7 @@ def build_module(model, saved: SavedHead, with_features: bool = False, pruning=N
             self.backbone = truncated_backbone(model, cand.depth)
             if pruning is not None:  # a VocabPruning: only the kept embedding rows (export/vocab.py)
                 prune_embedding(self.backbone, pruning)
+            limit_positions(self.backbone, cand.max_length)
             self.layers = cand.layers
             self.pooling = cand.pooling
             self.combine = cand.combine

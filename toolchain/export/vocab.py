@@ -18,9 +18,16 @@ dropped), so a pruned artefact would see other pieces than the unpruned one and 
 validated against it token for token. Instead the remapped ``tokenizer.json`` keeps *every*
 vocabulary string, so the greedy longest-match splitting is exactly the original one, and maps
 each dropped string to [UNK]'s new id (a WordPiece vocab may map several strings to one id; the
-lookup happens after splitting, which is the "post-lookup" needed). A test-time piece outside the
-kept set therefore becomes [UNK], and a text whose pieces are all kept gets exactly the remapped
-ids of the unpruned tokenizer: the pruned model's outputs on it equal the unpruned model's.
+lookup happens after splitting, which is the "post-lookup" needed). A text whose pieces are all
+kept gets exactly the remapped ids of the unpruned tokenizer: the pruned model's outputs on it
+equal the unpruned model's.
+
+What a dropped piece becomes: [UNK] by default, or, with :func:`nearest_kept_substitutes`, the
+kept piece whose word embedding is nearest in cosine (what ONNX/TFLite exports use). Measured on
+the trec selection (depth 5, 8,056 of 30,522 rows kept, 7 % of test tokens dropped): test
+accuracy 94.4 % unpruned, 90.6 % with [UNK], 92.4 % with the nearest kept row; re-splitting
+dropped words into kept sub-pieces gave 92.6 % but needs ~1,900 more rows for the single
+characters. The substitute costs no byte: it is only another id in the tokenizer's table.
 
 Everything here works on plain token-id arrays, the ``tokenizer.json`` document and numpy (or
 torch) row indexing, with no ONNX specifics, so the MCU whole-model path can prune with the same
@@ -47,6 +54,8 @@ class VocabPruning:
     kept: np.ndarray  # sorted old ids, int64; new id k is old id kept[k]
     full_size: int
     unk_id: int  # the old [UNK] id
+    # old id -> the old (kept) id it is read as; None: every dropped id is read as [UNK]
+    substitute: np.ndarray | None = None
 
     @property
     def n_kept(self) -> int:
@@ -57,7 +66,9 @@ class VocabPruning:
         return int(np.searchsorted(self.kept, self.unk_id))
 
     def lookup(self) -> np.ndarray:
-        """old id → new id, every dropped id → the new [UNK] id."""
+        """old id → new id; a dropped id → its substitute's new id, else the new [UNK] id."""
+        if self.substitute is not None:
+            return np.searchsorted(self.kept, self.substitute).astype(np.int64)
         table = np.full(self.full_size, self.new_unk_id, dtype=np.int64)
         table[self.kept] = np.arange(self.n_kept, dtype=np.int64)
         return table
@@ -73,7 +84,33 @@ class VocabPruning:
 
     def to_dict(self) -> dict:
         return {"full_size": self.full_size, "kept": self.n_kept, "unk_id": self.unk_id,
-                "new_unk_id": self.new_unk_id}
+                "new_unk_id": self.new_unk_id,
+                "dropped_to": "[UNK]" if self.substitute is None else "nearest kept row (word-embedding cosine)"}
+
+
+def nearest_kept_substitutes(pruning: VocabPruning, table, exclude: Iterable[int] = (),
+                             block: int = 2048) -> VocabPruning:
+    """``pruning`` with every dropped id read as the kept id whose row of ``table`` (the full
+    word-embedding matrix, [full_size, hidden]) is nearest in cosine among the kept ids not in
+    ``exclude`` (the special tokens: a word must not be read as [PAD] or [SEP]); kept ids stay
+    themselves.
+    A rare word then reaches the encoder as a neighbour (``photosynthesis`` → a related kept
+    piece) rather than as [UNK], which the encoder reads as "no information"."""
+    weights = np.asarray(table, dtype=np.float32)
+    if weights.shape[0] != pruning.full_size:
+        raise ExportError(f"embedding table has {weights.shape[0]} rows, the tokenizer {pruning.full_size}; "
+                          "the tokenizer does not belong to this backbone")
+    unit = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+    pool = pruning.kept[~np.isin(pruning.kept, np.asarray(list(exclude), dtype=np.int64))]
+    if pool.size == 0:
+        raise ExportError("vocabulary pruning kept only special tokens; nothing to read a dropped piece as")
+    kept_unit = unit[pool]
+    substitute = np.arange(pruning.full_size, dtype=np.int64)
+    dropped = np.flatnonzero(pruning.dropped_mask(substitute))
+    for start in range(0, len(dropped), block):
+        ids = dropped[start : start + block]
+        substitute[ids] = pool[(unit[ids] @ kept_unit.T).argmax(axis=1)]
+    return VocabPruning(pruning.kept, pruning.full_size, pruning.unk_id, substitute)
 
 
 def _model_vocab(doc: dict) -> dict[str, int]:
@@ -183,17 +220,18 @@ def prune_embedding(backbone, pruning: VocabPruning) -> None:
 
 def token_shares(ids: Sequence[np.ndarray], pruning: VocabPruning, specials: Iterable[int]) -> dict:
     """Over the non-special tokens of a tokenised split: how many there are, the share that is
-    [UNK] already in the full vocabulary, and the share that pruning turns into [UNK]."""
+    [UNK] already in the full vocabulary, and the share that pruning drops (read as [UNK] or as
+    a substitute, ``pruning.to_dict()["dropped_to"]``)."""
     special = np.asarray(sorted(set(specials) - {pruning.unk_id}), dtype=np.int64)
     flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if len(ids) else np.zeros(0, np.int64)
     flat = flat[~np.isin(flat, special)]
     n = int(flat.size)
     if n == 0:
-        return {"tokens": 0, "unk_share_full": 0.0, "pruned_to_unk_share": 0.0, "texts_with_dropped": 0}
+        return {"tokens": 0, "unk_share_full": 0.0, "dropped_share": 0.0, "texts_with_dropped": 0}
     dropped = pruning.dropped_mask(flat)
     return {
         "tokens": n,
         "unk_share_full": float((flat == pruning.unk_id).mean()),
-        "pruned_to_unk_share": float(dropped.mean()),
+        "dropped_share": float(dropped.mean()),
         "texts_with_dropped": int(sum(bool(pruning.dropped_mask(x).any()) for x in ids)),
     }

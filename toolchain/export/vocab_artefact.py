@@ -5,7 +5,7 @@ the remapped ``tokenizer.json`` beside it, checked against PyTorch at the fp32 t
 then compared with the unpruned artefact of the same candidate on the validation split:
 
 * the pruned tokenizer must give, for every text, exactly the unpruned ids remapped (dropped
-  pieces → [UNK]): same lengths, same splitting;
+  pieces → their substitutes): same lengths, same splitting;
 * on every validation text none of whose tokens is dropped the two artefacts must agree at the
   fp32 tolerance (``toolchain/export/tolerances.py``): pruning changes nothing there;
 * over all texts the argmax agreement, the share of tokens that become [UNK] (validation and
