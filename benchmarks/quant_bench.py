@@ -134,7 +134,7 @@ def bench_dataset(home: Path, dataset: str, rounds: int, latency_texts: int, bun
     refit = int8.get("head_refit") or {}
     return {
         **row,
-        "candidate": {k: candidate.get(k) for k in ("backbone", "depth", "layers", "pooling", "head", "max_length")},
+        "candidate": {k: candidate.get(k) for k in ("backbone", "depth", "layers", "combine", "pooling", "head", "head_size", "max_length")},
         "fp32_test_acc": row["fp32/full"]["test_acc"],
         "int8_test_acc": row[f"{INT8}/full"]["test_acc"],
         "int8_pruned_test_acc": row[f"{INT8}/pruned"]["test_acc"],
