@@ -321,9 +321,12 @@ def show_cmd(run_dir: str, as_json: bool) -> None:
 @click.option("--run-if-missing", is_flag=True, help="Run the default 'codesign run' first when no run exists.")
 @click.option("--candidate", "candidates", multiple=True, metavar="ID",
               help="Measure exactly these candidates (repeatable) instead of running the loop.")
+@click.option("--op-profile", is_flag=True,
+              help="With --candidate: also collect ONNX Runtime's kernel profile on the target, per layer "
+                   "and op type, in an extra pass after the timed samples (see 'codesign results --op-profile').")
 @handle_errors
 def profile_cmd(targets, run_dir, top_k, rounds, precisions, emulate, max_latency_ms, max_model_mb,
-                iterations, warmup, passes, run_if_missing, candidates) -> None:
+                iterations, warmup, passes, run_if_missing, candidates, op_profile) -> None:
     """Measure a run's front on a target and refit the cost model until the selection settles.
 
     Several --target options profile several boards at once, one worker each; boards of one kind
@@ -339,7 +342,7 @@ def profile_cmd(targets, run_dir, top_k, rounds, precisions, emulate, max_latenc
       make profile TARGET=rpi4
     """
     from .boards.registry import open_target
-    from .flows.profile import ProfileOptions, check_boards, profile_board
+    from .flows.profile import ProfileOptions, check_boards, check_op_profile, profile_board
     from .paths import codesign_home
     from .report.write import latest_run
     from .store.db import RecordStore
@@ -347,6 +350,7 @@ def profile_cmd(targets, run_dir, top_k, rounds, precisions, emulate, max_latenc
     # Before any run lookup: a bad target is the first thing to fix.
     specs = [_check_target(t) for t in targets]
     check_boards(specs)
+    check_op_profile(ProfileOptions(candidates=tuple(candidates), op_profile=op_profile), specs)
     if passes is not None and passes > iterations:
         from .errors import ConfigError
 
@@ -367,7 +371,7 @@ def profile_cmd(targets, run_dir, top_k, rounds, precisions, emulate, max_latenc
     run_dir = Path(run_dir)
     options = ProfileOptions(candidates=tuple(candidates), precisions=tuple(precisions), top_k=top_k,
                              rounds=rounds, max_latency_ms=max_latency_ms, max_model_mb=max_model_mb,
-                             warmup=warmup, iterations=iterations, passes=passes)
+                             warmup=warmup, iterations=iterations, passes=passes, op_profile=op_profile)
 
     def validate() -> None:
         from .profiling.runner import validate_request

@@ -92,6 +92,23 @@ def render_csv(records: list[CostRecord]) -> str:
     return buf.getvalue()
 
 
+def render_op_profiles(records: list[CostRecord], db: Path | None = None) -> str:
+    """Each record's op profile table, then its slope check against the cost model its
+    target's settled records fit now (the same records ``codesign profile`` learns from)."""
+    from .profiling.op_profile_target import record_slope_check, render_record
+
+    path = db or default_db_path()
+    fitted: dict[str, list[CostRecord]] = {}
+    out = []
+    with RecordStore(path) as store:
+        for r in records:
+            if r.target not in fitted:
+                fitted[r.target] = store.records(target=r.target, settled=True)
+            check, why = record_slope_check(r, fitted[r.target])
+            out.append(render_record(r, check, why))
+    return "\n\n".join(out)
+
+
 @click.command("results")
 @click.option("--target", default=None, help="Only records of this target.")
 @click.option("--candidate", "candidate", default=None, metavar="ID",
@@ -103,8 +120,11 @@ def render_csv(records: list[CostRecord]) -> str:
               help="table for reading; json or csv to export every field.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Measurement database (default: $CODESIGN_HOME/codesign.db).")
+@click.option("--op-profile", "op_profile", is_flag=True,
+              help="Only records with an op profile ('codesign profile --op-profile'); show each one's "
+                   "per-layer and per-op-type table and its check against the cost model's per-layer slope.")
 def results(target: str | None, candidate: str | None, run_id: str | None, emulated: bool | None,
-            fmt: str, db: Path | None) -> None:
+            fmt: str, db: Path | None, op_profile: bool) -> None:
     """List and export measurement records, oldest first.
 
     \b
@@ -112,8 +132,15 @@ def results(target: str | None, candidate: str | None, run_id: str | None, emula
       codesign results --target host
       codesign results --format json > records.json
       codesign results --real --format csv > records.csv
+      codesign results --op-profile --target rpi4
     """
     records = find_records(db, target=target, candidate=candidate, emulated=emulated, run_id=run_id)
+    if op_profile:
+        records = [r for r in records if r.op_profile]
+    if op_profile and fmt == "table" and records:
+        click.echo(render_op_profiles(records, db))
+        click.echo(f"{len(records)} record(s) with an op profile", err=True)
+        return
     if fmt == "json":
         click.echo(render_json(records))
     elif fmt == "csv":
@@ -121,6 +148,10 @@ def results(target: str | None, candidate: str | None, run_id: str | None, emula
     elif records:
         click.echo(render_table(records))
         click.echo(f"{len(records)} record(s); latency statistics derived from the raw samples", err=True)
+        profiled = sum(1 for r in records if r.op_profile)
+        if profiled:
+            click.echo(f"{profiled} of them carry an op profile: 'codesign results --op-profile' shows it",
+                       err=True)
     else:
         path = db or default_db_path()
         if path.exists():

@@ -84,10 +84,11 @@ def test_an_old_database_gets_board_hashes_where_a_target_file_knows_the_spec(tm
     known = replace(make_record(record_id="known"), target="host", target_hash=host.hash)
     unknown = replace(make_record(record_id="unknown"), target="gone", target_hash="f" * 16)
     with RecordStore(path) as store:
-        # Records as codesign wrote them before migration 4 (no board_hash column).
-        cols = [c for c in dbmod._COLUMNS if c != "board_hash"]
+        # Records as codesign wrote them before migration 4 (no board_hash column, nor later ones).
+        later = ("board_hash", "op_profile_json")
+        cols = [c for c in dbmod._COLUMNS if c not in later]
         for rec in (known, unknown):
-            row = [v for c, v in zip(dbmod._COLUMNS, dbmod._to_row(rec), strict=True) if c != "board_hash"]
+            row = [v for c, v in zip(dbmod._COLUMNS, dbmod._to_row(rec), strict=True) if c not in later]
             store._conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                                 row)
     monkeypatch.setattr(dbmod, "MIGRATIONS", MIGRATIONS)

@@ -162,8 +162,8 @@ def test_pending_migration_is_applied_to_an_old_database(tmp_path, monkeypatch):
     old = make_record()
     with RecordStore(path) as store:
         assert [m[0] for m in store.migrations()] == [1]
-        # A record as codesign wrote it at schema 1 (no input_tokens nor board_hash column yet).
-        later = ("input_tokens_json", "board_hash")
+        # A record as codesign wrote it at schema 1 (no input_tokens, board_hash nor op_profile yet).
+        later = ("input_tokens_json", "board_hash", "op_profile_json")
         cols = [c for c in dbmod._COLUMNS if c not in later]
         row = [v for c, v in zip(dbmod._COLUMNS, dbmod._to_row(old), strict=True) if c not in later]
         store._conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
@@ -173,6 +173,7 @@ def test_pending_migration_is_applied_to_an_old_database(tmp_path, monkeypatch):
         assert len(store) == 1
         (back,) = store.records()
         assert back.record_id == old.record_id and back.input_tokens == () and back.median_input_tokens is None
+        assert back.op_profile is None
         assert store.begin_session("s", target="host") == set()
         new = make_record(record_id="new", input_tokens=(5, 9, 7))
         store.append(new)

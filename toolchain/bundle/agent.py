@@ -11,6 +11,12 @@ failure ({"ok": false, "error", "error_kind"}), with exit status:
     0 ok, 2 bad job/arguments, 3 a file's sha256 does not match job.json,
     4 runtime/provider unavailable or model does not load, 5 inference failed.
 
+A job may ask for ONNX Runtime's kernel profile too (``"op_profile": {"runs": R, "warmup": W}``):
+after the timed samples, so their timings are not disturbed, a second session with
+``enable_profiling`` runs every input W times untimed, then R times, and the report's
+``op_profile`` holds the kernel events of those R passes compactly (:func:`compact_profile`).
+Placing nodes in layers needs the ``onnx`` package a board may lack: the host does it.
+
 It is copied to boards running Python 3.8+ (Jetson images, Raspberry Pi OS), so it sticks to
 syntax those accept.
 """
@@ -18,13 +24,16 @@ syntax those accept.
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
 import os
 import platform
 import re
 import resource
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -225,7 +234,7 @@ def _provider_list(wanted: list, available: list) -> list:
 
 
 class OrtRunner:
-    def __init__(self, model: str, provider: str, threads: int) -> None:
+    def __init__(self, model: str, provider: str, threads: int, profile_prefix: str | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -256,6 +265,9 @@ class OrtRunner:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         try:
             self.session = ort.InferenceSession(
                 model, sess_options=options, providers=_provider_list(wanted, available)
@@ -339,6 +351,72 @@ class TfliteRunner:
         return self.interp.get_tensor(self.output["index"])
 
 
+_KERNEL = "_kernel_time"
+
+
+def compact_profile(events: list, skip: int) -> dict:
+    """ONNX Runtime's trace (Chrome trace events) as {"nodes": [[name, op type], ...], "runs":
+    [[[node index, dur us], ...] per model_run]}, the first ``skip`` runs (warmup) left out.
+    A kernel event belongs to the model_run whose span holds its start."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    starts = [r["ts"] for r in runs]
+    index: dict = {}
+    nodes: list = []
+    out: list = [[] for _ in runs]
+    kernels = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL)]
+    for k in sorted(kernels, key=lambda e: e["ts"]):
+        i = bisect.bisect_right(starts, k["ts"]) - 1
+        if i < 0 or k["ts"] > runs[i]["ts"] + runs[i]["dur"]:
+            continue
+        key = (k["name"][: -len(_KERNEL)], str((k.get("args") or {}).get("op_name", "?")))
+        if key not in index:
+            index[key] = len(nodes)
+            nodes.append(list(key))
+        out[i].append([index[key], int(k.get("dur", 0))])
+    return {"nodes": nodes, "runs": out[skip:]}
+
+
+def op_profile_spec(job: dict):
+    """(runs, warmup) of the job's op profile request, or None when it asks for none."""
+    spec = job.get("op_profile")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise AgentError("bad_job", "job.json 'op_profile' must be a table {runs, warmup}", 2)
+    runs, warmup = spec.get("runs", 1), spec.get("warmup", 1)
+    if not (isinstance(runs, int) and isinstance(warmup, int) and runs >= 1 and warmup >= 0):
+        raise AgentError("bad_job", f"job.json 'op_profile': runs {runs!r}, warmup {warmup!r}; "
+                         "need integers runs >= 1, warmup >= 0", 2)
+    if job["runtime"] != "onnxruntime":
+        raise AgentError("bad_job", f"an op profile needs onnxruntime; the job runs {job['runtime']}", 2)
+    return runs, warmup
+
+
+def profile_ops(model: str, provider: str, threads: int, inputs: list, runs: int, warmup: int) -> dict:
+    """One extra profiled session over every input (see the module doc); its trace is read and
+    deleted here."""
+    tmp = tempfile.mkdtemp(prefix="codesign-opprof-")
+    try:
+        runner = OrtRunner(model, provider, threads, profile_prefix=os.path.join(tmp, "ort"))
+        try:
+            for _ in range(warmup + runs):
+                for ids, mask in inputs:
+                    runner(ids, mask)
+        finally:
+            trace = runner.session.end_profiling()
+        try:
+            with open(trace) as fh:
+                events = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise AgentError("inference", f"onnxruntime's profile {trace} is unreadable: {exc}", 5) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = compact_profile(events, warmup * len(inputs))
+    out.update(runs_per_input=runs, warmup=warmup, inputs=len(inputs))
+    return out
+
+
 def measure(args: argparse.Namespace) -> dict:
     job = load_job(args.job_dir)
     if not isinstance(job["files"], dict) or job["model"] not in job["files"]:
@@ -349,6 +427,7 @@ def measure(args: argparse.Namespace) -> dict:
     runners = {"onnxruntime": OrtRunner, "tflite": TfliteRunner}
     if job["runtime"] not in runners:
         raise AgentError("bad_job", f"unknown runtime '{job['runtime']}'", 2)
+    op_spec = op_profile_spec(job)  # a bad request fails before minutes of timing, not after
     model = os.path.join(args.job_dir, job["model"])
     t0 = time.perf_counter()
     runner = runners[job["runtime"]](model, provider, args.threads)
@@ -363,13 +442,18 @@ def measure(args: argparse.Namespace) -> dict:
             start = time.perf_counter_ns()
             runner(ids, mask)
             samples.append((time.perf_counter_ns() - start) / 1e6)
+        # Before the profiled session loads a second copy of the model: the peak is the timed one's.
+        rss = peak_rss_bytes()
+        ops = None
+        if op_spec is not None:  # after the timed samples: they are not disturbed
+            ops = profile_ops(model, provider, args.threads, inputs, *op_spec)
     except AgentError:
         raise
     except Exception as exc:  # a runtime's own error types; reported, never swallowed
         raise AgentError("inference", f"inference failed: {type(exc).__name__}: {exc}", 5) from exc
     emulated, how = detect_emulation()
     governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    return {
+    report = {
         "agent_version": AGENT_VERSION,
         "ok": True,
         "runtime": runner.info,
@@ -378,7 +462,7 @@ def measure(args: argparse.Namespace) -> dict:
         "iterations": args.iterations,
         "threads": args.threads,
         "latency_ms_samples": samples,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": rss,
         "outputs": outputs,
         "cpu_model": cpu_model(),
         "isa": cpu_flags(),
@@ -388,6 +472,9 @@ def measure(args: argparse.Namespace) -> dict:
         "emulation_evidence": how,
         "python": platform.python_version(),
     }
+    if ops is not None:
+        report["op_profile"] = ops
+    return report
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -81,6 +81,21 @@ class ProfileOptions:
     warmup: int = 10
     iterations: int = 60
     passes: int | None = None
+    op_profile: bool = False  # ONNX Runtime's per-layer kernel profile too (exactly --candidate only)
+
+
+def check_op_profile(options: ProfileOptions, specs: Sequence[TargetSpec]) -> None:
+    """``--op-profile`` profiles exactly the asked candidates' artefacts: not the loop's rounds
+    (which candidates it measures is not known in advance), not a microcontroller's heads."""
+    if not options.op_profile:
+        return
+    if not options.candidates:
+        raise ConfigError("--op-profile needs --candidate ID: it profiles exactly the asked candidates, not "
+                          "the loop's; pass the selection's id (see 'codesign show') with --candidate")
+    heads = [s.name for s in specs if not measures_artefacts(s)]
+    if heads:
+        raise ConfigError(f"--op-profile: target(s) {', '.join(heads)} run int8 heads, not ONNX Runtime; "
+                          "profile them without --op-profile")
 
 
 @dataclass
@@ -102,6 +117,7 @@ class BoardOutcome:
 def profile_board(run_dir: Path, target, store, options: ProfileOptions) -> BoardOutcome:
     """What ``codesign profile --target T`` does on one opened board; errors propagate."""
     name = target.spec.name
+    check_op_profile(options, [target.spec])
     if target.measures == "head":
         # An MCU holds the int8 head; the backbone runs upstream (issue 5, option a).
         summary = profile_mcu(Path(run_dir), target, store, candidate_ids=list(options.candidates) or None)
@@ -111,7 +127,8 @@ def profile_board(run_dir: Path, target, store, options: ProfileOptions) -> Boar
 
         records = profile_candidates(Path(run_dir), target, store, list(options.candidates),
                                      options.precisions, warmup=options.warmup,
-                                     iterations=options.iterations, passes=options.passes or 1)
+                                     iterations=options.iterations, passes=options.passes or 1,
+                                     op_profile=options.op_profile)
         return BoardOutcome(name, "candidates", records=records)
     from .loop import co_design
 

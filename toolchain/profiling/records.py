@@ -112,6 +112,10 @@ class CostRecord:
     input_tokens: tuple[int, ...] = ()
     predicted_latency_ms: float | None = None  # what the cost model said before measuring
     host: dict = field(default_factory=dict)
+    # ONNX Runtime's kernel profile of an extra pass after the timed samples, per layer and op
+    # type (profiling/op_profile.py, op_profile_target.py); None when not asked for (and in every
+    # record made before it could be).
+    op_profile: dict | None = None
     # TargetSpec.board_hash: what the board is, without its name and address. Boards sharing it
     # (a farm of identical Pis) pool their records into one cost model. "" when unknown (a record
     # of an older codesign whose target file has changed since).
@@ -135,6 +139,11 @@ class CostRecord:
         object.__setattr__(self, "candidate", dict(self.candidate))
         object.__setattr__(self, "host", {str(k): str(v) for k, v in dict(self.host).items()})
         object.__setattr__(self, "emulated", bool(self.emulated))
+        if self.op_profile is not None:
+            if not isinstance(self.op_profile, Mapping):
+                raise ValueError(f"record for candidate {self.candidate_id}: op_profile is "
+                                 f"{type(self.op_profile).__name__}, not a table")
+            object.__setattr__(self, "op_profile", dict(self.op_profile))
         for name in ("threads", "warmup", "iterations", "peak_rss_bytes", "model_bytes"):
             value = int(getattr(self, name))
             if value < 0:

@@ -61,6 +61,9 @@ class ProfilePlan:
     predicted: dict[str, float] = field(default_factory=dict)  # candidate id -> predicted ms
     pairs: list[tuple[str, str]] | None = None  # (base id, precision), instead of the product
     passes: int = 1
+    # ONNX Runtime's kernel profile per layer and op type too, in an extra pass after the timed
+    # samples of each candidate's first pass (op_profile_target.py); off by default.
+    op_profile: bool = False
 
     def work(self) -> list[tuple[str, str]]:
         if self.pairs is not None:
@@ -140,7 +143,7 @@ def judge_outputs(got, reference: np.ndarray, precision: str, where: str) -> tup
 
 
 def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str, texts, plan: ProfilePlan,
-                run_id: str) -> CostRecord:
+                run_id: str, op_profile: bool = False) -> CostRecord:
     artefact_dir, meta = export_artefact(run_dir, base_id, precision)
     fp32_dir = artefact_dir if precision == "fp32" else export_artefact(run_dir, base_id, "fp32")[0]
     # An int8 variant the accuracy guard found infeasible is never measured (nor selected).
@@ -156,12 +159,15 @@ def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str,
     with tempfile.TemporaryDirectory(prefix="codesign-job-") as tmp:
         job_dir = Path(tmp) / "job"
         # Each pass times every input equally often: as many inputs as samples per pass at most.
+        from .op_profile_target import RUNS, WARMUP
+
         crc = build_job(artefact_dir, texts, job_dir, n_inputs=min(plan.n_inputs, plan.iterations_per_pass),
-                        provider=_provider(target))
+                        provider=_provider(target), op_profile=(RUNS, WARMUP) if op_profile else None)
         reference, lengths = _host_outputs(fp32_dir, job_dir)
         report = target.run_agent(job_dir, warmup=plan.warmup, iterations=plan.iterations_per_pass,
                                   threads=target.spec.threads)
     where = f"target '{target.spec.name}', candidate {meta['candidate_id']}"
+    ops = _op_profile(report, artefact_dir, run_dir, meta, lengths, where) if op_profile else None
     samples = report.get("latency_ms_samples") or []
     if len(samples) != plan.iterations_per_pass:
         raise TargetError(f"{where}: the agent returned {len(samples)} latency samples, "
@@ -189,7 +195,27 @@ def measure_one(target: Measurable, run_dir: Path, base_id: str, precision: str,
         peak_rss_bytes=int(report.get("peak_rss_bytes", 0)), model_bytes=int(meta["model_bytes"]),
         load_ms=float(report.get("load_ms", 0.0)), input_crc=crc, emulated=bool(report.get("emulated")),
         predicted_latency_ms=plan.predicted.get(meta["candidate_id"]), host=host, run_id=run_id,
+        op_profile=ops,
     )
+
+
+def _op_profile(report: dict, artefact_dir: Path, run_dir: Path, meta: dict, lengths: list[int],
+                where: str) -> dict:
+    """The record's op profile from the agent's report (placed in layers here, on the host)."""
+    from ..features.backbone import backbone_info, resolve_model
+    from ..rundir import RunDir
+    from .op_profile_target import from_agent
+
+    payload = report.get("op_profile")
+    if not isinstance(payload, dict):
+        raise TargetError(f"{where}: an op profile was asked but the agent returned none; the agent on "
+                          "the target is out of date — redeploy it, or profile without --op-profile")
+    backbone = meta["candidate"].get("backbone")
+    models = RunDir.open(run_dir).board.get("models", {})
+    # The encoder's shape travels with the profile: the slope check needs it, not the run.
+    info = backbone_info(resolve_model(models[backbone]["path"])) if backbone in models else None
+    return from_agent(payload, artefact_dir / "model.onnx", lengths, threads=int(report.get("threads", 1)),
+                      where=where, backbone=info)
 
 
 def _provider(target: Measurable) -> str:
@@ -206,7 +232,7 @@ def profile(target: Measurable, plan: ProfilePlan, store, texts, session_id: str
         base = SavedHead.load(plan.run_dir / "heads" / f"{base_id}.safetensors").candidate
         work.append((base_id, precision, replace(base, precision=precision).id))
     # Pass-major order: every candidate once, then every candidate again (interleaved).
-    units = [(base_id, precision, cid, _progress_key(cid, p, plan.passes))
+    units = [(base_id, precision, cid, _progress_key(cid, p, plan.passes), p)
              for p in range(plan.passes) for base_id, precision, cid in work]
     run_id = plan.run_dir.name
     done = store.begin_session(session_id, target=target.spec.name, run_id=run_id,
@@ -216,13 +242,15 @@ def profile(target: Measurable, plan: ProfilePlan, store, texts, session_id: str
         log.info("profile session %s: resuming, %d of %d already measured", session_id, len(done), len(units))
     records, skipped = [], set()
     with progress_bar(f"profiling on {target.spec.name}", len(todo)) as advance:
-        for base_id, precision, cid, key in todo:
+        for base_id, precision, cid, key, pass_no in todo:
             if cid in skipped:
                 store.mark_done(session_id, key)
                 advance()
                 continue
             try:
-                record = measure_one(target, plan.run_dir, base_id, precision, texts, plan, run_id)
+                # One profile per candidate is enough: the first pass's.
+                record = measure_one(target, plan.run_dir, base_id, precision, texts, plan, run_id,
+                                     op_profile=plan.op_profile and pass_no == 0)
             except QuantizationError as exc:  # this variant cannot be measured; the others can
                 log.warning("skipping %s: %s", cid, exc)
                 skipped.add(cid)
@@ -244,8 +272,10 @@ def _progress_key(cid: str, pass_no: int, passes: int) -> str:
 
 def session_id_for(run_dir: Path, target: Measurable, plan: ProfilePlan) -> str:
     """Same run, target spec hash and plan → same session (whichever loop round asks for it)."""
-    key = json.dumps([str(Path(run_dir).resolve()), target.spec.hash, sorted(map(list, plan.work())),
-                      plan.passes, plan.warmup, plan.iterations, plan.n_inputs])
+    parts = [str(Path(run_dir).resolve()), target.spec.hash, sorted(map(list, plan.work())),
+             plan.passes, plan.warmup, plan.iterations, plan.n_inputs]
+    # Only when asked: a plan without it keeps the session id it always had.
+    key = json.dumps(parts + ["op_profile"] if plan.op_profile else parts)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -294,13 +324,13 @@ def resume_unfinished(target: Measurable, run_dir: Path, store, texts, variants:
 
 def profile_candidates(run_dir: Path, target: Measurable, store, base_ids: list[str],
                        precisions=("fp32",), warmup: int = 10, iterations: int = 60,
-                       passes: int = 1) -> list[CostRecord]:
+                       passes: int = 1, op_profile: bool = False) -> list[CostRecord]:
     """Measure exactly these candidates of a run (no loop); resumable like any session."""
     from ..rundir import RunDir
 
     validate_request(Path(run_dir), precisions=precisions, candidates=base_ids, passes=passes,
                              iterations=iterations, warmup=warmup)
     plan = ProfilePlan(Path(run_dir), list(base_ids), tuple(precisions), warmup=warmup, iterations=iterations,
-                       passes=passes)
+                       passes=passes, op_profile=op_profile)
     texts = RunDir.open(run_dir).dataset().validation.texts
     return profile(target, plan, store, texts, session_id_for(Path(run_dir), target, plan))

@@ -39,7 +39,10 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # record field -> (column, encode, decode)
 _JSON_FIELDS = {"candidate": "candidate_json", "latency_ms_samples": "latency_ms_samples_json",
                 "instructions": "instructions_json", "host": "host_json",
-                "input_tokens": "input_tokens_json"}
+                "input_tokens": "input_tokens_json", "op_profile": "op_profile_json"}
+# Kept in their own order: an op profile's groups run embeddings, layer.0, ..., layer.10 (sorted
+# keys would put layer.10 before layer.2) and its op types largest first.
+_ORDERED = {"op_profile"}
 _FIELDS = tuple(CostRecord.__dataclass_fields__)
 _COLUMNS = tuple(_JSON_FIELDS.get(f, f) for f in _FIELDS)
 _INSERT = (f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
@@ -66,7 +69,7 @@ def _to_row(record: CostRecord) -> tuple:
     for f in _FIELDS:
         value = d[f]
         if f in _JSON_FIELDS:
-            value = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            value = json.dumps(value, sort_keys=f not in _ORDERED, separators=(",", ":"))
         elif f == "emulated":
             value = int(value)
         row.append(value)

@@ -134,3 +134,10 @@ def m004_board_hash(db: sqlite3.Connection) -> None:
     for spec_hash, board_hash in _board_hashes().items():
         db.execute("UPDATE records SET board_hash = ? WHERE target_hash = ? AND board_hash = ''",
                    (board_hash, spec_hash))
+
+
+@migration(5)
+def m005_op_profile(db: sqlite3.Connection) -> None:
+    # ONNX Runtime's per-layer kernel profile of a measurement, when one was asked for; 'null'
+    # (no profile) for every record made before.
+    db.execute("ALTER TABLE records ADD COLUMN op_profile_json TEXT NOT NULL DEFAULT 'null'")
