@@ -430,6 +430,9 @@ def _render_outcome(run_dir: Path, outcome) -> None:
             click.echo(f"{r.candidate_id} {r.precision:12} median {st.median_ms:.2f} ms "
                        f"(p10-p90 {st.p10_ms:.2f}-{st.p90_ms:.2f}) {r.model_bytes / 2**20:.1f} MB"
                        + (" [emulated]" if r.emulated else ""))
+            if r.op_profile:
+                click.echo(f"  op profile: {r.op_profile['per_inference_us']:.0f} us of kernels per inference over "
+                           f"{r.op_profile['depth']} layer(s); 'codesign results --op-profile' shows where")
     else:
         _render_loop(run_dir, outcome.summary)
 

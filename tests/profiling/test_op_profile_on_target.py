@@ -45,6 +45,7 @@ def test_host_profile_with_op_profile_stores_every_layer_and_results_show_it(tin
     assert depth >= 1
     res = _profile(tiny_run, "--candidate", cid, "--op-profile")
     assert res.exit_code == 0, res.output
+    assert f"over {depth} layer(s); 'codesign results --op-profile'" in res.output
     with RecordStore() as store:
         (rec,) = store.records(target="host")  # read back from the store, not the object made
     prof = rec.op_profile
@@ -108,3 +109,57 @@ def test_compact_profile_groups_kernels_by_run_and_drops_warmup():
     out = compact_profile(json.loads(json.dumps(events)), skip=1)
     assert out["nodes"] == [["/a", "MatMul"], ["/b", "Add"]]
     assert out["runs"] == [[[0, 7], [1, 2]], [[0, 9]]]
+
+
+def _record(depth: int, latency_ms: float, tokens: int, spec, op_profile=None) -> CostRecord:
+    from toolchain.search.candidate import Candidate
+
+    cand = Candidate(backbone="tiny", layers=(depth,), combine="single", pooling="mean", head="softmax",
+                     head_size=0, precision="fp32", max_length=64)
+    return CostRecord(target=spec.name, target_hash=spec.hash, candidate_id=cand.id, candidate=cand.to_dict(),
+                      precision="fp32", runtime="onnxruntime", latency_ms_samples=(latency_ms,) * 4,
+                      input_tokens=(tokens,) * 4, threads=spec.threads, op_profile=op_profile)
+
+
+def test_slope_check_of_a_record_uses_the_fitted_per_layer_slope():
+    from dataclasses import asdict
+
+    from toolchain.config.target_spec import load_target_spec
+    from toolchain.features.backbone import BackboneInfo
+    from toolchain.profiling.op_profile_target import record_slope_check
+    from toolchain.search.cost import layer_flops
+
+    spec = load_target_spec("host")
+    info = BackboneInfo(n_layers=4, hidden=32, intermediate=64, heads=2, vocab=1000, max_positions=128)
+    tokens = 12
+    per_layer = 0.25  # ms: the records lie on latency = 0.5 + 0.25 * depth exactly
+    prof = {"model": "model.onnx", "tokens_median": float(tokens), "backbone": asdict(info),
+            "by_layer": {EMBEDDINGS: {"mean_us": 10.0, "median_us": 10.0},
+                         "layer.0": {"mean_us": 400.0, "median_us": 380.0},
+                         "layer.1": {"mean_us": 600.0, "median_us": 620.0}}}
+    records = [_record(d, 0.5 + per_layer * d, tokens, spec, prof if d == 2 else None) for d in (1, 2, 3, 4)]
+    check, why = record_slope_check(records[1], records, spec)
+    assert why == "" and check["law_mode"] == "fit"
+    # The law's slope is per FLOP (x = depth x layer_flops + head): times one layer's FLOPs, 0.25 ms.
+    assert layer_flops(info, float(tokens)) > 0
+    assert check["model_ms_per_layer"] == pytest.approx(per_layer, rel=1e-3)
+    assert check["profile_ms_per_layer"] == pytest.approx(0.5) and check["ratio"] == pytest.approx(2.0, rel=1e-3)
+    assert check["ratio_median"] == pytest.approx(2.0, rel=1e-3)
+    # No backbone shape kept: nothing to check against, and the reason is given.
+    bare = _record(2, 1.0, tokens, spec, {k: v for k, v in prof.items() if k != "backbone"})
+    assert record_slope_check(bare, records, spec) == (None, "the profile keeps no backbone shape")
+    # Too few candidates for a fit: the ratio law still gives a per-layer cost.
+    assert record_slope_check(records[1], records[1:2], spec)[0]["law_mode"] == "ratio"
+
+
+def test_agent_refuses_a_bad_op_profile_request_before_timing():
+    from toolchain.bundle.agent import AgentError, op_profile_spec
+
+    assert op_profile_spec({"runtime": "onnxruntime"}) is None
+    assert op_profile_spec({"runtime": "onnxruntime", "op_profile": {"runs": 3, "warmup": 0}}) == (3, 0)
+    for bad in ({"runs": 0}, {"runs": "2"}, {"warmup": -1}, [2]):
+        with pytest.raises(AgentError, match="op_profile") as exc:
+            op_profile_spec({"runtime": "onnxruntime", "op_profile": bad})
+        assert exc.value.status == 2
+    with pytest.raises(AgentError, match="needs onnxruntime"):
+        op_profile_spec({"runtime": "tflite", "op_profile": {"runs": 1}})
