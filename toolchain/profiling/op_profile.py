@@ -4,7 +4,8 @@ and per op type (what ST Edge AI's ``validate`` and nn-Meter's kernel view show)
 :func:`collect` runs an artefact with ``SessionOptions.enable_profiling`` and reads the trace
 ONNX Runtime writes (Chrome trace JSON): one ``cat == "Node"`` event named
 ``<node>_kernel_time`` per executed node and run, ``dur`` in microseconds, ``args.op_name`` the
-op type. The trace is deleted once read.
+op type. The trace is deleted once read. On a target the agent collects the events instead
+(``codesign profile --op-profile``) and :mod:`.op_profile_target` aggregates them here.
 
 Node → group. Exported node names carry their module scope (``/embeddings/...``,
 ``/layer.3/attention/...``, ``/backbone/encoder/layer.3/...``; root-level ``/MatMul`` etc. are
@@ -49,7 +50,7 @@ INT8_MATMULS = ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"
                 "QGemm", "QAttention")
 _LAYER = re.compile(r"(?:^|/)layer\.(\d+)(?:/|_|$)")
 _EMBEDDINGS = re.compile(r"(?:^|/)embeddings(?:/|_|$)")
-_SUFFIX = "_kernel_time"
+KERNEL_SUFFIX = "_kernel_time"
 
 
 def scope_of(name: str) -> str | None:
@@ -142,7 +143,7 @@ def assign_groups(nodes: Sequence[tuple[str, str, Sequence[str], Sequence[str]]]
     return {name: group(name) or OTHER for name in order}
 
 
-def _graph_nodes(optimized: Path) -> tuple[list[tuple[str, str, list[str], list[str]]], list[str]] | None:
+def graph_nodes(optimized: Path) -> tuple[list[tuple[str, str, list[str], list[str]]], list[str]] | None:
     """((name, op_type, inputs, outputs) per node, graph output names) of the optimized model,
     or None without onnx (a board's runtime-only install): then names alone place the nodes."""
     try:
@@ -160,7 +161,7 @@ def _runs(events: list[dict]) -> list[list[dict]]:
     """Kernel events grouped by the ``model_run`` event that encloses them, in run order."""
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
-    kernels = sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith(_SUFFIX)),
+    kernels = sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith(KERNEL_SUFFIX)),
                      key=lambda e: e["ts"])
     out: list[list[dict]] = [[] for _ in runs]
     starts = [r["ts"] for r in runs]
@@ -223,7 +224,7 @@ def collect(model_path, feeds_list: Sequence[Mapping[str, np.ndarray]], *, threa
             events = json.loads(Path(trace).read_text())
         finally:
             Path(trace).unlink(missing_ok=True)
-        graph = _graph_nodes(Path(tmp) / "optimized.onnx")
+        graph = graph_nodes(Path(tmp) / "optimized.onnx")
     per_run = _runs(events)[warmup * len(feeds_list):]
     tokens = [_tokens(f) for f in feeds_list] * runs
     return aggregate(per_run, graph, tokens=tokens, threads=threads, model=str(model_path))
@@ -259,7 +260,7 @@ def aggregate(per_run: Sequence[Sequence[dict]], graph=None, *, tokens: Sequence
     for run in per_run:
         run_group.append(defaultdict(float))
         for e in run:
-            name = e["name"][: -len(_SUFFIX)]
+            name = e["name"][: -len(KERNEL_SUFFIX)]
             op = e.get("args", {}).get("op_name", "?")
             dur = float(e.get("dur", 0))
             g = groups.get(name)

@@ -24,7 +24,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..errors import CodesignError, ExportError, TargetError
-from .op_profile import _SUFFIX, _graph_nodes, aggregate, render_table, slope_check
+from .op_profile import KERNEL_SUFFIX, aggregate, graph_nodes, render_table, slope_check
 
 # Profiled passes over the job's inputs, after one untimed pass: 2 x 32 inferences give every
 # layer's median over 64 runs, while the profiled session costs a few seconds on a Pi.
@@ -45,14 +45,14 @@ def optimized_graph(model_path, *, threads: int = 1, tmp_dir=None):
             ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own unexported classes
             raise ExportError(f"op profile: onnxruntime could not load {model_path}: {exc}") from exc
-        return _graph_nodes(Path(tmp) / "optimized.onnx")
+        return graph_nodes(Path(tmp) / "optimized.onnx")
 
 
 def per_run_events(payload: Mapping, where: str) -> list[list[dict]]:
     """The agent's compact events as :func:`~.op_profile.aggregate` takes them."""
     try:
         nodes = [(str(n), str(op)) for n, op in payload["nodes"]]
-        return [[{"name": nodes[int(i)][0] + _SUFFIX, "args": {"op_name": nodes[int(i)][1]}, "dur": float(d)}
+        return [[{"name": nodes[int(i)][0] + KERNEL_SUFFIX, "args": {"op_name": nodes[int(i)][1]}, "dur": float(d)}
                  for i, d in run] for run in payload["runs"]]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise TargetError(f"{where}: the agent's op profile is malformed ({type(exc).__name__}: {exc}); "
