@@ -16,7 +16,8 @@ What a learn does
 4. The head's hidden layers (ELM / MLP) stay fixed; its output layer is refitted as a softmax
    regression warm-started from the active head's and pulled towards it by an L2 term
    (``fit_output_layer``): convex, deterministic, full-batch Nesterov steps. A label the head
-   has never seen becomes a new output row, started at zero.
+   has never seen becomes a new output row, imprinted (``imprint_row``: shrunk-LDA direction
+   of its examples, scale and bias fitted) and pulled towards that start.
 5. The new head switches in only if its accuracy on the check half of the anchor set is at most
    ``max_anchor_drop`` below the *shipped* head's (so repeated learns cannot drift away step by
    step); otherwise nothing changes and the report says why.
@@ -45,7 +46,8 @@ SHIPPED = "shipped"
 DEFAULT_MAX_ANCHOR_DROP = 0.02
 DEFAULT_HOLDOUT = 0.2
 L2_TO_INIT = 1e-2  # pull of the refitted output layer's known classes towards the active head
-L2_NEW = 1e-3  # a new class's row: towards zero, as the shipped softmax heads are regularised
+L2_NEW = 1.0  # a new class's row: towards its imprinted start (imprint_row), not towards zero
+IMPRINT_SHRINK = 0.5  # shrinkage of the within-class covariance towards a scaled identity
 FIT_ITERATIONS = 400
 KEEP_HEADS = 3
 MAX_EXAMPLES = 100000
@@ -201,9 +203,10 @@ class Head:
 def fit_output_layer(h, y, w_init, b_init, sample_weight, l2=L2_TO_INIT, iterations=FIT_ITERATIONS,
                      n_new=0, freeze_old=False):
     """Output weights [C, k] and bias [C] minimising sum_i s_i CE(softmax(W h_i + b), y_i) +
-    l2/2 ||W_old - w_init||² + L2_NEW/2 ||W_new||², from (w_init, b_init); the last ``n_new``
-    rows are new classes (pulled only lightly, towards zero: a strong pull would leave a new
-    class only its bias, and then it takes old examples); ``sample_weight`` sums to 1.
+    l2/2 ||W_old - w_init||² + L2_NEW/2 ||W_new - w_init_new||², from (w_init, b_init); the last
+    ``n_new`` rows are new classes, pulled towards their imprinted start (``imprint_row``: a
+    pull towards zero would leave a new class only its bias, and then it takes old examples);
+    ``sample_weight`` sums to 1.
 
     Convex; Nesterov's accelerated gradient with the step 1/L of the loss's Lipschitz bound
     (the softmax Hessian is at most 1/2 per sample), so no line search and no randomness."""
@@ -291,10 +294,52 @@ def refit(active: Head, user_x, user_labels, anchor_x, anchor_labels):
     h = base.hidden(x)
     w_old = np.hstack([active.weights[-1], np.zeros((len(active.labels), h.shape[1] - active.weights[-1].shape[1]),
                                                      np.float32)])
-    w0 = np.vstack([w_old, np.zeros((extra, h.shape[1]), np.float32)])
-    b0 = np.concatenate([active.biases[-1], np.full(extra, float(np.mean(active.biases[-1])), np.float32)])
-    w, b = fit_output_layer(h, y, w0, b0, balanced_weights(y, len(labels)), n_new=extra, freeze_old=bool(extra))
+    w0, b0 = w_old, active.biases[-1]
+    sw = balanced_weights(y, len(labels))
+    for c in range(len(active.labels), len(labels)):
+        pt = h.shape[1] - 2 * x.shape[1] if base is not active else None
+        w_c, b_c = imprint_row(h if pt is None else x, y, c, h @ w0.T + b0, sw, pt)
+        w0, b0 = np.vstack([w0, w_c[None]]), np.concatenate([b0, [b_c]]).astype(np.float32)
+    w, b = fit_output_layer(h, y, w0, b0, sw, n_new=extra, freeze_old=bool(extra))
     return Head(base.weights[:-1] + [w], base.biases[:-1] + [b], base.activations, labels)
+
+
+def imprint_row(f, y, c, z_old, sample_weight, passthrough=None, iterations=200):
+    """A new class c's starting row (and the centre of its L2 prior): the shrunk-LDA direction
+    S^-1 (mean_c - mean of the rest) over the features ``f``, S the within-class covariance of
+    the training rows shrunk halfway (IMPRINT_SHRINK) to a scaled identity, as a Gaussian with
+    a covariance shared with the old classes (estimated on their many rows, not on the few of
+    c) would give; then a scale and bias fitted, against the logits ``z_old`` of the rows
+    already there, by the same weighted softmax loss (2 parameters: convex, Nesterov). With
+    ``passthrough`` (the number of hidden units) f is the head's input and the row is
+    [0 on those units, a w, -a w] (the pass-through units carry relu(x), relu(-x)).
+    A zero row started far from any good one: few examples of c then left its row shrunk
+    towards zero and most of c's unseen examples to the old classes."""
+    import numpy as np
+
+    n_hidden = passthrough or 0
+    f = np.asarray(f, np.float64)
+    is_c = y == c
+    resid = np.vstack([f[y == k] - f[y == k].mean(axis=0) for k in np.unique(y)])
+    cov = resid.T @ resid / len(resid)
+    d = f.shape[1]
+    cov = (1.0 - IMPRINT_SHRINK) * cov + IMPRINT_SHRINK * np.eye(d) * np.trace(cov) / d
+    w = np.linalg.solve(cov, f[is_c].mean(axis=0) - f[~is_c].mean(axis=0))
+    feats = np.stack([f @ w, np.ones(len(f))], axis=1)
+    s = np.asarray(sample_weight, np.float64)
+    step = 1.0 / (0.5 * float(np.linalg.norm(feats * np.sqrt(s)[:, None], 2)) ** 2)
+    theta = np.array([1.0 / max(float(feats[:, 0].std()), 1e-12), 0.0])
+    prev = theta.copy()
+    for t in range(1, iterations + 1):
+        look = theta + (t - 1.0) / (t + 2.0) * (theta - prev)
+        z = np.hstack([z_old, (feats @ look)[:, None]])
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p_c = p[:, -1] / p.sum(axis=1)
+        prev, theta = theta, look - step * (feats.T @ ((p_c - is_c) * s))
+    a, b = float(theta[0]), float(theta[1])
+    row = np.concatenate([np.zeros(n_hidden), a * w, -a * w]) if passthrough else a * w
+    return row.astype(np.float32), b
 
 
 def _with_passthrough(active: Head) -> Head:
@@ -519,7 +564,8 @@ def learn(path, shipped: Head, anchor, features_of, state: HeadState, max_anchor
         (f"softmax output layer warm-started from the active head, L2 {L2_TO_INIT:g} towards it, hidden layers and "
          "standardiser as shipped") if not any(lab not in active.labels for lab in new.labels) else
         ("new class: old output rows frozen, new rows fitted on the hidden units plus a ReLU pass-through of the "
-         "features ([I; -I] units, zero weight in the old rows)"),
+         "features ([I; -I] units, zero weight in the old rows), imprinted from the shrunk-LDA direction of their "
+         f"examples and pulled towards it (L2 {L2_NEW:g})"),
     }
     drop = report["anchor_shipped"]["accuracy"] - report["anchor_after"]["accuracy"]
     report["anchor_drop"] = drop
