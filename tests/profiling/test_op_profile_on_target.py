@@ -69,6 +69,13 @@ def test_host_profile_with_op_profile_stores_every_layer_and_results_show_it(tin
     assert "slope check (ratio law, " in out.output and "ms per layer" in out.output
     listed = CliRunner().invoke(main, ["results"])
     assert "carry an op profile" in listed.output
+    # The run's report shows it too, from the leaderboard's copy.
+    board = json.loads((tiny_run / "leaderboard.json").read_text())
+    assert board["op_profiles"]["host"][rec.candidate_id]["by_layer"] == prof["by_layer"]
+    report = (tiny_run / "report.md").read_text()
+    assert "## Where the time goes (ONNX Runtime profile)" in report
+    section = report.split("## Where the time goes", 1)[1]
+    assert f"`{rec.candidate_id}` on host" in section and all(f"layer.{i}" in section for i in range(depth))
 
 
 def test_op_profile_refused_without_candidate_and_on_a_microcontroller(tiny_run):

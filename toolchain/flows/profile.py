@@ -68,6 +68,19 @@ def profile_mcu(run_dir: Path, target, store, **options) -> dict:
     return summary
 
 
+def keep_op_profiles(run_dir: Path, target_name: str, records) -> None:
+    """The leaderboard keeps each measured candidate's op profile per target, so report.md can
+    show where the time goes (the records keep them too, with their samples)."""
+    profiles = {r.candidate_id: r.op_profile for r in records if r.op_profile is not None}
+    if not profiles:
+        return
+
+    def change(run) -> None:
+        run.board.setdefault("op_profiles", {}).setdefault(target_name, {}).update(profiles)
+
+    update_run(run_dir, change)
+
+
 @dataclass(frozen=True)
 class ProfileOptions:
     """What ``codesign profile`` asks of every board (the CLI's options)."""
@@ -129,6 +142,8 @@ def profile_board(run_dir: Path, target, store, options: ProfileOptions) -> Boar
                                      options.precisions, warmup=options.warmup,
                                      iterations=options.iterations, passes=options.passes or 1,
                                      op_profile=options.op_profile)
+        if options.op_profile:
+            keep_op_profiles(Path(run_dir), name, records)
         return BoardOutcome(name, "candidates", records=records)
     from .loop import co_design
 

@@ -68,6 +68,7 @@ def render_report(board: dict) -> str:
     lines += render_selections(board)
     for summary in board.get("mcu", {}).values():
         lines += render_mcu(summary)
+    lines += render_op_profiles(board)
     wins = {}
     for c in board["candidates"]:
         for dim in ("head", "combine"):
@@ -77,6 +78,20 @@ def render_report(board: dict) -> str:
         accs.sort()
         lines.append(f"| {dim} | {val} | {_pct(accs[-1])} | {_pct(accs[len(accs) // 2])} |")
     return "\n".join(lines) + "\n"
+
+
+def render_op_profiles(board: dict) -> list[str]:
+    """"Where the time goes": ONNX Runtime's kernel profile per layer and op type of every
+    candidate profiled with ``codesign profile --op-profile``, per target."""
+    from ..profiling.op_profile import render_table
+
+    lines: list[str] = []
+    for target, profiles in sorted(board.get("op_profiles", {}).items()):
+        for cid, profile in sorted(profiles.items()):
+            if not lines:
+                lines += ["## Where the time goes (ONNX Runtime profile)", ""]
+            lines += [f"`{cid}` on {target}:", "", "```", render_table(profile), "```", ""]
+    return lines
 
 
 def render_selections(board: dict) -> list[str]:
