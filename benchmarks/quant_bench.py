@@ -61,13 +61,18 @@ def selected_base(run_dir: Path) -> str:
     return sel if isinstance(sel, str) else sel.get("base_id", sel.get("id"))
 
 
+def batch1_feeds(ids: list[np.ndarray]) -> list[dict]:
+    """One unpadded batch-1 input per text, as the runner times them."""
+    return [{"input_ids": x[None, :], "attention_mask": np.ones((1, len(x)), np.int64)} for x in ids]
+
+
 def interleaved_latency(models: dict[str, Path], ids: list[np.ndarray], rounds: int) -> dict:
     """Per-inference milliseconds of each model, alternating text by text, one thread each."""
     from toolchain.export.validate import ort_session
     from toolchain.profiling.stats import percentile
 
     sessions = {name: ort_session(path, threads=1) for name, path in models.items()}
-    feeds = [{"input_ids": x[None, :], "attention_mask": np.ones((1, len(x)), np.int64)} for x in ids]
+    feeds = batch1_feeds(ids)
     for s in sessions.values():  # warm-up: first runs allocate and pick kernels
         for f in feeds[:8]:
             s.run(["probs"], f)
@@ -90,7 +95,7 @@ def op_profiles(models: dict[str, Path], ids: list[np.ndarray]) -> dict | None:
         from toolchain.profiling.op_profile import collect
     except ImportError:
         return None
-    feeds = [{"input_ids": x[None, :], "attention_mask": np.ones((1, len(x)), np.int64)} for x in ids]
+    feeds = batch1_feeds(ids)
     return {name: collect(path, feeds, threads=1) for name, path in models.items()}
 
 

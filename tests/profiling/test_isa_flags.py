@@ -104,25 +104,15 @@ def test_host_info_record_carries_this_hosts_isa_and_old_records_still_load():
     assert _record({"isa": ""}).isa == ()  # known: a CPU with none of them
 
 
-@pytest.fixture()
-def tiny_run(tiny_bert, toy_spec, codesign_home) -> Path:
-    from toolchain.flows.run import RunConfig, run
-
-    run_dir = codesign_home / "runs" / "tiny"
-    run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=1,
-                  heads=(("softmax", 3),), run_dir=str(run_dir)))
-    return run_dir
-
-
-def test_host_profile_record_and_results_table_carry_the_isa(tiny_run):
+def test_host_profile_record_and_results_table_carry_the_isa(single_combination_run):
     from toolchain.boards.registry import open_target
     from toolchain.cli_results import render_table
     from toolchain.profiling.runner import profile_candidates
     from toolchain.store.db import RecordStore
 
-    base = sorted(p.stem for p in (tiny_run / "heads").glob("*.safetensors"))[0]
+    base = sorted(p.stem for p in (single_combination_run / "heads").glob("*.safetensors"))[0]
     with RecordStore() as store:
-        profile_candidates(tiny_run, open_target("host"), store, [base], ("fp32",), warmup=0, iterations=2)
+        profile_candidates(single_combination_run, open_target("host"), store, [base], ("fp32",), warmup=0, iterations=2)
         (rec,) = store.records(target="host")  # read back from the store, not the object made
     assert rec.isa == tuple(isa.cpu_flags())
     header, _, row = render_table([rec]).splitlines()
@@ -132,15 +122,15 @@ def test_host_profile_record_and_results_table_carry_the_isa(tiny_run):
 
 @pytest.mark.slow
 @pytest.mark.emulator
-def test_emulated_rpi4_record_carries_arm_flags_not_the_hosts(tiny_run):
+def test_emulated_rpi4_record_carries_arm_flags_not_the_hosts(single_combination_run):
     from toolchain.boards.registry import open_target
     from toolchain.profiling.runner import profile_candidates
     from toolchain.store.db import RecordStore
 
     _prebuilt_rootfs()
-    base = sorted(p.stem for p in (tiny_run / "heads").glob("*.safetensors"))[0]
+    base = sorted(p.stem for p in (single_combination_run / "heads").glob("*.safetensors"))[0]
     with RecordStore() as store:
-        (rec,) = profile_candidates(tiny_run, open_target("rpi4", emulate=True), store, [base], ("fp32",),
+        (rec,) = profile_candidates(single_combination_run, open_target("rpi4", emulate=True), store, [base], ("fp32",),
                                     warmup=0, iterations=1)
     assert rec.emulated and rec.host["machine"] == "aarch64"
     assert rec.isa == ("asimd",)  # the Cortex-A72 of targets/rpi4.toml: no dot product, no avx2

@@ -19,16 +19,6 @@ from toolchain.search.fit import SavedHead
 from toolchain.store.db import RecordStore, default_db_path
 
 
-@pytest.fixture()
-def tiny_run(tiny_bert, toy_spec, codesign_home) -> Path:
-    from toolchain.flows.run import RunConfig, run
-
-    run_dir = codesign_home / "runs" / "tiny"
-    run(RunConfig(models=(str(tiny_bert),), dataset=str(toy_spec), max_combinations=1,
-                  heads=(("softmax", 3),), run_dir=str(run_dir)))
-    return run_dir
-
-
 def _deepest(run_dir: Path) -> tuple[str, int]:
     heads = [SavedHead.load(p).candidate for p in (run_dir / "heads").glob("*.safetensors")]
     best = max(heads, key=lambda c: (c.depth, c.id))
@@ -40,10 +30,10 @@ def _profile(run_dir: Path, *extra: str):
                                      "fp32", "--iterations", "2", "--warmup", "0", "--passes", "1", *extra])
 
 
-def test_host_profile_with_op_profile_stores_every_layer_and_results_show_it(tiny_run):
-    cid, depth = _deepest(tiny_run)
+def test_host_profile_with_op_profile_stores_every_layer_and_results_show_it(single_combination_run):
+    cid, depth = _deepest(single_combination_run)
     assert depth >= 1
-    res = _profile(tiny_run, "--candidate", cid, "--op-profile")
+    res = _profile(single_combination_run, "--candidate", cid, "--op-profile")
     assert res.exit_code == 0, res.output
     assert f"over {depth} layer(s); 'codesign results --op-profile'" in res.output
     with RecordStore() as store:
@@ -70,19 +60,19 @@ def test_host_profile_with_op_profile_stores_every_layer_and_results_show_it(tin
     listed = CliRunner().invoke(main, ["results"])
     assert "carry an op profile" in listed.output
     # The run's report shows it too, from the leaderboard's copy.
-    board = json.loads((tiny_run / "leaderboard.json").read_text())
+    board = json.loads((single_combination_run / "leaderboard.json").read_text())
     assert board["op_profiles"]["host"][rec.candidate_id]["by_layer"] == prof["by_layer"]
-    report = (tiny_run / "report.md").read_text()
+    report = (single_combination_run / "report.md").read_text()
     assert "## Where the time goes (ONNX Runtime profile)" in report
     section = report.split("## Where the time goes", 1)[1]
     assert f"`{rec.candidate_id}` on host" in section and all(f"layer.{i}" in section for i in range(depth))
 
 
-def test_op_profile_refused_without_candidate_and_on_a_microcontroller(tiny_run):
-    res = _profile(tiny_run, "--op-profile")
+def test_op_profile_refused_without_candidate_and_on_a_microcontroller(single_combination_run):
+    res = _profile(single_combination_run, "--op-profile")
     assert res.exit_code != 0 and "--op-profile needs --candidate" in res.output
-    res = CliRunner().invoke(main, ["profile", "--target", "stm32f4-disco", "--run-dir", str(tiny_run),
-                                    "--candidate", _deepest(tiny_run)[0], "--op-profile"])
+    res = CliRunner().invoke(main, ["profile", "--target", "stm32f4-disco", "--run-dir", str(single_combination_run),
+                                    "--candidate", _deepest(single_combination_run)[0], "--op-profile"])
     assert res.exit_code != 0 and "int8 heads" in res.output
     assert not default_db_path().exists()  # refused before anything was opened
 
