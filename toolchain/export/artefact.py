@@ -59,17 +59,23 @@ def _run_context(run_dir: Path, board: dict):
 
 
 def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset,
-                pruning=None) -> tuple[Path, ReferenceSet]:
+                pruning=None) -> tuple[Path, ReferenceSet, object]:
     """``pruning`` (a :class:`~toolchain.export.vocab.VocabPruning`): the embedding table cut to the
     kept rows and the remapped tokenizer.json written instead of the backbone's (no vocab.txt:
-    its line numbers would be the unpruned ids)."""
+    its line numbers would be the unpruned ids). Its dropped pieces are read as their nearest
+    kept pieces, found in the backbone loaded here; the pruning used is returned (or None)."""
     import torch
 
     from ..features.backbone import load_backbone, resolve_model
     from .graph import build_module
+    from .vocab import nearest_kept_substitutes, special_token_ids
 
     ref_model = resolve_model(model_path)
     tokenizer, model = load_backbone(ref_model)
+    if pruning is not None and pruning.substitute is None:
+        doc = json.loads((Path(ref_model.path) / "tokenizer.json").read_text(encoding="utf-8"))
+        pruning = nearest_kept_substitutes(pruning, model.embeddings.word_embeddings.weight.detach().numpy(),
+                                           exclude=special_token_ids(doc))
     module = build_module(model, saved, with_features=True, pruning=pruning)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
@@ -102,7 +108,7 @@ def export_fp32(saved: SavedHead, model_path: str, out_dir: Path, dataset,
     except Exception as exc:  # the exporter raises many types; report it as one error
         raise ExportError(f"candidate {saved.candidate.id}: ONNX export failed: {exc}") from exc
     ref.save(out_dir / "reference.npz")
-    return path, ref
+    return path, ref, pruning
 
 
 def artefact_accuracy(model_path: Path, tokenizer_dir: Path, texts, labels, max_length: int) -> float:
@@ -176,14 +182,11 @@ def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset, full_vocab=Non
     model_path = board["models"][base.backbone]["path"]
     pruning = vocab_meta = None
     if full_vocab is not None:
-        from .vocab import nearest_kept_substitutes, prune_for_texts, special_token_ids
+        from .vocab import prune_for_texts
         from .vocab_artefact import compare_with_full
 
-        full_tokenizer = full_vocab[0] / "tokenizer.json"
-        specials = special_token_ids(json.loads(full_tokenizer.read_text(encoding="utf-8")))
-        pruning = nearest_kept_substitutes(prune_for_texts(full_tokenizer, dataset.train.texts),
-                                           _word_embeddings(model_path), exclude=specials)
-    path, ref = export_fp32(saved, model_path, fp32_dir, dataset, pruning)
+        pruning = prune_for_texts(full_vocab[0] / "tokenizer.json", dataset.train.texts)
+    path, ref, pruning = export_fp32(saved, model_path, fp32_dir, dataset, pruning)
     check = validate_artefact(path, ref, "fp32")
     acc = artefact_accuracy(path, fp32_dir, dataset.validation.texts, dataset.validation.labels, base.max_length)
     if pruning is not None:
@@ -195,13 +198,6 @@ def _fp32(board: dict, saved: SavedHead, fp32_dir: Path, dataset, full_vocab=Non
         "exporter": "torch.onnx (TorchScript)", "versions": _versions(), "runtime": "onnxruntime",
         "max_length": base.max_length,
     })
-
-
-def _word_embeddings(model_path: str) -> np.ndarray:
-    from ..features.backbone import load_backbone, resolve_model
-
-    _, model = load_backbone(resolve_model(model_path))
-    return model.embeddings.word_embeddings.weight.detach().numpy()
 
 
 def _versions() -> dict:
